@@ -1,0 +1,319 @@
+"""fleetcheck lab: several real Kubernetes clusters on one machine, no Docker, no registry.
+
+  python3 scripts/lab up        build what is missing, clean up leftovers, start the lab
+  python3 scripts/lab status    every component, API, node and CoreDNS; exit 1 if any is down
+  python3 scripts/lab down      stop everything and remove every trace
+  python3 scripts/lab leftovers list lab processes, mounts, cgroups, namespaces still present
+  python3 scripts/lab resources idle RAM and CPU of the running lab
+  python3 scripts/lab build     build binaries and images only
+
+The kubeconfig is written to /var/lib/fleetcheck-lab/kubeconfig (contexts lab-a, lab-b, lab-c;
+restricted viewer@<cluster> and editor@<cluster>). Run as root.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import json
+import os
+import shutil
+import ssl
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import bootstrap
+import build
+import components as comp
+import host
+import network
+from topology import (
+    CACHE,
+    DEFAULT_CLUSTERS,
+    KUBECONFIG,
+    ROUTER_NS,
+    RUN,
+    STATE,
+    Cluster,
+    parse_clusters,
+    saved_spec,
+)
+
+HERE = Path(__file__).resolve().parent
+T0 = time.monotonic()
+
+
+def log(msg: str) -> None:
+    print(f"[lab {time.monotonic() - T0:6.1f}s] {msg}", flush=True)
+
+
+def kubectl(cluster: Cluster, *args: str, input: str | None = None, check: bool = True,
+            timeout: float = 60) -> str:
+    return host.run(str(comp.BIN / "kubectl"), f"--kubeconfig={KUBECONFIG}",
+                    f"--context={cluster.name}", "--request-timeout=20s", *args, input=input,
+                    check=check, timeout=timeout)
+
+
+def api_get(cluster: Cluster, path: str, timeout: float = 3) -> tuple[int, str]:
+    pki = cluster.dir / "pki"
+    ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+    ctx.load_cert_chain(str(pki / "admin.crt"), str(pki / "admin.key"))
+    try:
+        with urllib.request.urlopen(cluster.host_server + path, context=ctx,
+                                    timeout=timeout) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode(errors="replace")
+    except OSError as e:
+        return 0, str(e)
+
+
+def wait(what: str, probe, timeout: float, interval: float = 0.5):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = probe()
+            if last:
+                return last
+        except Exception as e:  # noqa: BLE001 - keep polling, report the last error
+            last = e
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last})")
+
+
+# ---------------------------------------------------------------- build
+
+def do_build(force: bool = False) -> dict[str, Path]:
+    import images
+
+    build.build_kube(force=force, log=log)
+    log("images")
+    return images.build_all(CACHE, HERE / "gosrc")
+
+
+# ---------------------------------------------------------------- down / leftovers
+
+def leftovers() -> dict[str, list[str]]:
+    left = {
+        "processes": [str(p) for p in sorted(host.lab_pids())],
+        "mounts": host.lab_mounts(),
+        "cgroups": [str(h / "fclab") for h in host.hierarchies() if (h / "fclab").exists()],
+        "netns": host.lab_netns(),
+        "iptables": [line for line in host.run("iptables-save", check=False).splitlines()
+                     if "fclab" in line or "KUBE-" in line],
+        "state": [str(p) for p in (STATE, RUN) if p.exists()],
+    }
+    return {k: v for k, v in left.items() if v}
+
+
+def do_down() -> None:
+    killed = host.kill_all()
+    host.unmount_all()
+    host.remove_cgroups()
+    host.remove_netns()
+    for d in (RUN, STATE):
+        shutil.rmtree(d, ignore_errors=True)
+    left = leftovers()
+    if left:
+        raise RuntimeError(f"lab traces survive down: {json.dumps(left)}")
+    log(f"down: killed {killed} processes; no process, mount, cgroup, namespace or state left")
+
+
+# ---------------------------------------------------------------- up
+
+def start_cluster_daemons(c: Cluster) -> None:
+    comp.start_etcd(c)
+    comp.start_apiserver(c)
+    comp.start_controller_manager(c)
+    comp.start_scheduler(c)
+
+
+def start_node(c: Cluster, node, archives: dict[str, Path]) -> None:
+    import images
+
+    comp.start_containerd(c, node)
+    sock = node.containerd_sock
+    wait(f"containerd on {node.name}", lambda: sock.exists() and subprocess.run(
+        ["ctr", f"--address={sock}", "version"], capture_output=True, check=False).returncode == 0, 30)
+    images.import_images(str(sock), archives.values())
+    comp.start_kubelet(c, node)
+    comp.start_kube_proxy(c, node)
+
+
+def bootstrap_cluster(c: Cluster, clusters: list[Cluster]) -> None:
+    wait(f"{c.name} API /readyz", lambda: api_get(c, "/readyz")[0] == 200, 120)
+    kubectl(c, "apply", "-f", "-", input=bootstrap.manifest(c, clusters))
+
+
+def nodes_ready(c: Cluster) -> tuple[int, int]:
+    code, body = api_get(c, "/api/v1/nodes")
+    if code != 200:
+        return 0, len(c.nodes)
+    items = json.loads(body)["items"]
+    ready = sum(1 for n in items for cond in n["status"].get("conditions", [])
+                if cond["type"] == "Ready" and cond["status"] == "True")
+    return ready, len(c.nodes)
+
+
+def coredns_ready(c: Cluster) -> bool:
+    code, body = api_get(c, "/apis/apps/v1/namespaces/kube-system/deployments/coredns")
+    return code == 200 and json.loads(body).get("status", {}).get("readyReplicas", 0) >= 1
+
+
+def healthy(clusters: list[Cluster]) -> list[str]:
+    """Problems of a running lab; empty when every component, API, node and DNS is fine."""
+    problems = []
+    if not host.daemon_alive("apiproxy"):
+        problems.append("apiproxy: not running")
+    for c in clusters:
+        problems += [f"{d}: not running" for d in comp.components(c)
+                     if not host.daemon_alive(d)]
+        code, body = api_get(c, "/readyz")
+        if code != 200:
+            problems.append(f"{c.name} API: /readyz {code or body}")
+            continue
+        ready, total = nodes_ready(c)
+        if ready < total:
+            problems.append(f"{c.name}: {ready}/{total} nodes Ready")
+        if not coredns_ready(c):
+            problems.append(f"{c.name}: CoreDNS not ready")
+    return problems
+
+
+def do_up(spec: str, force: bool) -> None:
+    clusters = parse_clusters(spec)
+    if not force and saved_spec() == spec and KUBECONFIG.exists() and not healthy(clusters):
+        log(f"lab already up and healthy ({spec}); kubeconfig: {KUBECONFIG}")
+        return
+    archives = do_build()
+    t_start = time.monotonic()
+    log("removing whatever an earlier lab left behind")
+    do_down()
+    RUN.mkdir(parents=True, exist_ok=True)
+    host.run("mount", "-t", "tmpfs", "-o", "mode=0700,size=4g", "fleetcheck-lab", str(RUN))
+    STATE.mkdir(parents=True, exist_ok=True)
+    STATE.chmod(0o700)
+    (STATE / "lab.json").write_text(json.dumps({"clusters": spec}))
+    host.make_cgroup("fclab/daemons")
+    log("network namespaces and routes")
+    network.setup(clusters)
+    log("certificates and kubeconfigs")
+    with cf.ThreadPoolExecutor(4) as pool:
+        list(pool.map(comp.make_pki, clusters))
+    comp.user_kubeconfig(clusters)
+    host.start_daemon("apiproxy", [sys.executable, str(HERE / "apiproxy.py"),
+                                   f"/run/netns/{ROUTER_NS}",
+                                   *[f"{c.api_port}={c.control_plane.ip}:6443"
+                                     for c in clusters]],
+                      netns=None, cgroup="fclab/daemons/apiproxy",
+                      log=STATE / "logs" / "apiproxy.log")
+    log("control planes and nodes")
+    for c in clusters:
+        start_cluster_daemons(c)
+    with cf.ThreadPoolExecutor(8) as pool:
+        futures = [pool.submit(start_node, c, n, archives) for c in clusters for n in c.nodes]
+        for f in futures:
+            f.result()
+        log("bootstrap objects (RBAC, CoreDNS)")
+        list(pool.map(lambda c: bootstrap_cluster(c, clusters), clusters))
+    for c in clusters:
+        wait(f"{c.name} nodes Ready", lambda c=c: nodes_ready(c)[0] == len(c.nodes), 120)
+        wait(f"{c.name} CoreDNS ready", lambda c=c: coredns_ready(c), 120)
+    log(f"lab up in {time.monotonic() - t_start:.0f}s (after build): {spec}; "
+        f"kubeconfig: {KUBECONFIG}")
+
+
+# ---------------------------------------------------------------- status / resources
+
+def do_status(clusters: list[Cluster]) -> int:
+    rows = [("apiproxy", host.daemon_alive("apiproxy"))]
+    for c in clusters:
+        rows += [(d, host.daemon_alive(d)) for d in comp.components(c)]
+    for name, alive in rows:
+        print(f"{name:45} {'running' if alive else 'DEAD'}")
+    for c in clusters:
+        code, _ = api_get(c, "/readyz")
+        ready, total = nodes_ready(c) if code == 200 else (0, len(c.nodes))
+        dns = coredns_ready(c) if code == 200 else False
+        print(f"{c.name:10} api={c.host_server} readyz={code or 'unreachable'} "
+              f"nodes={ready}/{total} coredns={'ready' if dns else 'NOT READY'}")
+    problems = healthy(clusters)
+    for p in problems:
+        print(f"problem: {p}")
+    return 1 if problems else 0
+
+
+def do_resources(clusters: list[Cluster], seconds: float) -> None:
+    def sample() -> dict[str, dict[str, float]]:
+        out = {"lab": host.cgroup_stat("fclab")}
+        for c in clusters:
+            mem = cpu = 0.0
+            for n in c.nodes:
+                for rel in (f"fclab/daemons/{n.name}", f"fclab/{n.name}"):
+                    s = host.cgroup_stat(rel)
+                    mem += s.get("rss_bytes", 0)
+                    cpu += s.get("cpu_seconds", 0)
+            out[c.name] = {"rss_bytes": mem, "cpu_seconds": cpu}
+        return out
+
+    a = sample()
+    time.sleep(seconds)
+    b = sample()
+    for k in b:
+        rss = b[k]["rss_bytes"] / 2**20
+        cpu = (b[k]["cpu_seconds"] - a[k]["cpu_seconds"]) / seconds * 100
+        print(f"{k:10} rss={rss:7.0f} MiB  cpu={cpu:5.1f}% of one core (over {seconds:.0f}s)")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="scripts/lab", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clusters", default=os.environ.get("FLEETCHECK_LAB_CLUSTERS"),
+                        help=f"NAME[:NODES],... (default {DEFAULT_CLUSTERS}, or the running "
+                             "lab's; env FLEETCHECK_LAB_CLUSTERS)")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    up = sub.add_parser("up", help="start the lab (idempotent; cleans leftovers first)")
+    up.add_argument("--force", action="store_true", help="restart even if healthy")
+    sub.add_parser("down", help="stop the lab and remove every trace")
+    sub.add_parser("status", help="show every component; exit 1 if something is down")
+    sub.add_parser("leftovers", help="list lab traces on this machine; exit 1 if any")
+    res = sub.add_parser("resources", help="idle RAM and CPU of the running lab")
+    res.add_argument("--seconds", type=float, default=30)
+    b = sub.add_parser("build", help="build binaries and images only")
+    b.add_argument("--force", action="store_true")
+    sub.add_parser("kubeconfig", help="print the kubeconfig path")
+    args = parser.parse_args()
+    if os.geteuid() != 0 and args.cmd not in ("kubeconfig",):
+        parser.error("the lab needs root (network namespaces, cgroups, mounts)")
+    spec = args.clusters or saved_spec() or DEFAULT_CLUSTERS
+    try:
+        clusters = parse_clusters(spec)
+    except ValueError as e:
+        parser.error(str(e))
+    if args.cmd == "up":
+        do_up(spec, args.force)
+    elif args.cmd == "down":
+        do_down()
+    elif args.cmd == "status":
+        return do_status(clusters)
+    elif args.cmd == "leftovers":
+        left = leftovers()
+        print(json.dumps(left, indent=1) if left else "no lab traces")
+        return 1 if left else 0
+    elif args.cmd == "resources":
+        do_resources(clusters, args.seconds)
+    elif args.cmd == "build":
+        do_build(args.force)
+    elif args.cmd == "kubeconfig":
+        print(KUBECONFIG)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
