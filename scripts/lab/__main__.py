@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
+import hashlib
 import json
 import os
 import shutil
@@ -130,8 +131,6 @@ def do_down() -> None:
 def start_cluster_daemons(c: Cluster) -> None:
     comp.start_etcd(c)
     comp.start_apiserver(c)
-    comp.start_controller_manager(c)
-    comp.start_scheduler(c)
 
 
 def start_node(c: Cluster, node, archives: dict[str, Path]) -> None:
@@ -148,6 +147,9 @@ def start_node(c: Cluster, node, archives: dict[str, Path]) -> None:
 
 def bootstrap_cluster(c: Cluster, clusters: list[Cluster]) -> None:
     wait(f"{c.name} API /readyz", lambda: api_get(c, "/readyz")[0] == 200, 120)
+    # they exit when their RBAC is not bootstrapped yet, which /readyz guarantees
+    comp.start_controller_manager(c)
+    comp.start_scheduler(c)
     kubectl(c, "apply", "-f", "-", input=bootstrap.manifest(c, clusters))
 
 
@@ -186,9 +188,24 @@ def healthy(clusters: list[Cluster]) -> list[str]:
     return problems
 
 
+def lab_digest(spec: str) -> str:
+    """What the running lab was made from: its spec and the lab's own code and binaries."""
+    h = hashlib.sha256(spec.encode())
+    for p in sorted(HERE.glob("*.py")):
+        h.update(p.read_bytes())
+    for stamp in sorted((CACHE / "bin").glob("*.stamp.json")):
+        h.update(stamp.read_bytes())
+    return h.hexdigest()
+
+
 def do_up(spec: str, force: bool) -> None:
     clusters = parse_clusters(spec)
-    if not force and saved_spec() == spec and KUBECONFIG.exists() and not healthy(clusters):
+    try:
+        saved = json.loads((STATE / "lab.json").read_text())
+    except (OSError, ValueError):
+        saved = {}
+    if (not force and saved == {"clusters": spec, "digest": lab_digest(spec)}
+            and KUBECONFIG.exists() and not healthy(clusters)):
         log(f"lab already up and healthy ({spec}); kubeconfig: {KUBECONFIG}")
         return
     archives = do_build()
@@ -199,7 +216,7 @@ def do_up(spec: str, force: bool) -> None:
     host.run("mount", "-t", "tmpfs", "-o", "mode=0700,size=4g", "fleetcheck-lab", str(RUN))
     STATE.mkdir(parents=True, exist_ok=True)
     STATE.chmod(0o700)
-    (STATE / "lab.json").write_text(json.dumps({"clusters": spec}))
+    (STATE / "lab.json").write_text(json.dumps({"clusters": spec, "digest": lab_digest(spec)}))
     host.make_cgroup("fclab/daemons")
     log("network namespaces and routes")
     network.setup(clusters)

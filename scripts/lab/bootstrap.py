@@ -6,9 +6,10 @@ from __future__ import annotations
 import json
 
 from components import DNS_PEER_USER, RESTRICTED_USERS, peer_kubeconfig
-from topology import CLUSTER_DOMAIN, IMAGE_PREFIX, Cluster
+from images import IMAGES
+from topology import CLUSTER_DOMAIN, Cluster
 
-COREDNS_IMAGE = IMAGE_PREFIX + "coredns:1.12.4"
+COREDNS_IMAGE = IMAGES["coredns"]
 EDITOR_NAMESPACE = "team-a"
 DNS_PORT = 1053  # unprivileged inside the pod; the kube-dns Service maps 53 to it
 DNS_READ_RULES = [

@@ -27,8 +27,8 @@ COMPONENTS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "ku
 
 
 def kubernetes_version() -> str:
-    m = re.search(r"^require k8s\.io/kubernetes (v[0-9.]+)$", (GOSRC / "go.mod").read_text(),
-                  re.MULTILINE)
+    gomod = (GOSRC / "go.mod").read_text()
+    m = re.search(r"^(?:require )?\s*k8s\.io/kubernetes (v[0-9.]+)$", gomod, re.MULTILINE)
     if not m:
         raise RuntimeError(f"{GOSRC / 'go.mod'} does not pin k8s.io/kubernetes")
     return m.group(1)

@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pki
 from host import make_cgroup, start_daemon
-from topology import CACHE, CLUSTER_DOMAIN, IMAGE_PREFIX, KUBECONFIG, Cluster, Node
+from images import SANDBOX_IMAGE as PAUSE_IMAGE
+from topology import CACHE, CLUSTER_DOMAIN, KUBECONFIG, Cluster, Node
 
 BIN = CACHE / "bin"
 CNI_BIN = "/usr/lib/cni"
-PAUSE_IMAGE = IMAGE_PREFIX + "pause:1.0"
+
 
 
 def _write(path: Path, text: str, private: bool = False) -> Path:
@@ -169,6 +170,8 @@ def start_apiserver(cluster: Cluster) -> None:
         "--authorization-mode=Node,RBAC", "--enable-admission-plugins=NodeRestriction",
         "--allow-privileged=true", "--profiling=false", "--event-ttl=1h",
         "--endpoint-reconciler-type=lease",
+        # never resolve node names: lab daemons see the host's resolv.conf
+        "--kubelet-preferred-address-types=InternalIP",
     ])
 
 

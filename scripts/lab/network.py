@@ -11,7 +11,7 @@ from __future__ import annotations
 from host import run
 from topology import ROUTER_IP, ROUTER_NS, Cluster, all_nodes
 
-LAB_SUMMARY = "10.0.0.0/8"
+NODE_NET = "10.200.0.0/16"
 
 
 def _ns(ns: str, *argv: str) -> None:
@@ -47,7 +47,10 @@ def setup(clusters: list[Cluster]) -> None:
         _ns(node.netns, "addr", "add", f"{node.ip}/32", "dev", "eth0")
         _ns(node.netns, "link", "set", "eth0", "up")
         _ns(node.netns, "route", "add", ROUTER_IP, "dev", "eth0", "scope", "link")
-        _ns(node.netns, "route", "add", LAB_SUMMARY, "via", ROUTER_IP, "dev", "eth0", "onlink")
+        # only the lab's own prefixes: anything else is unreachable at the node itself
+        for prefix in (NODE_NET, *(c.pod_cidr for c in clusters),
+                       *(c.service_cidr for c in clusters)):
+            _ns(node.netns, "route", "add", prefix, "via", ROUTER_IP, "dev", "eth0", "onlink")
     for cluster in clusters:
         # a service IP of a peer cluster is translated by that cluster's kube-proxy
         _ns(ROUTER_NS, "route", "add", cluster.service_cidr, "via", cluster.control_plane.ip)

@@ -101,7 +101,7 @@ def test_nslookup_kubernetes_default_gives_service_ip(context, workload):
 def test_pod_reaches_pod_and_cluster_ip(context, workload):
     for addr in (f"{workload[context]['echo_pod_ip']}:8080",
                  f"{workload[context]['echo_cluster_ip']}:80", "echo"):
-        r = exec_in(context, NS, "busybox", "wget", "-q", "-T", "5", "-O", "-",
+        r = exec_in(context, NS, "busybox", "timeout", "5", "wget", "-q", "-O", "-",
                     f"http://{addr}/")
         assert r.returncode == 0, f"{context}: wget {addr}: {r.stderr}"
         assert json.loads(r.stdout)["cluster"] == context
@@ -154,8 +154,10 @@ def test_isolation_nothing_resolves_or_routes_outside(context, workload):
     """No lab pod resolves a public name or reaches an address past the lab."""
     r = exec_in(context, NS, "busybox", "nslookup", "example.com")
     assert r.returncode != 0 or "Address" not in r.stdout.split("example.com", 1)[-1], r.stdout
-    # TEST-NET-3, a documentation address: the first lab hop must refuse it at once
-    r = exec_in(context, NS, "busybox", "wget", "-q", "-T", "3", "-O", "-", "http://203.0.113.7/")
+    # TEST-NET-3, a documentation address: the first lab hop must refuse it at once.
+    # (busybox 1.35's `wget -T` crashes; `timeout` bounds it instead)
+    r = exec_in(context, NS, "busybox", "timeout", "3", "wget", "-q", "-O", "-",
+                "http://203.0.113.7/")
     assert r.returncode != 0
     assert "unreachable" in r.stderr.lower(), r.stderr
     corefile = get(context, "configmap", "coredns", "kube-system")["data"]["Corefile"]
