@@ -248,6 +248,46 @@ def do_up(spec: str, force: bool) -> None:
 
 # ---------------------------------------------------------------- status / resources
 
+def find_component(clusters: list[Cluster], name: str):
+    """``<node>.<component>`` -> (cluster, node, component), or a clear error."""
+    node_name, _, component = name.partition(".")
+    for c in clusters:
+        for n in c.nodes:
+            if n.name == node_name and name in comp.components(c):
+                return c, n, component
+    known = ", ".join(d for c in clusters for d in comp.components(c))
+    raise SystemExit(f"unknown component {name!r}; the lab has: {known}")
+
+
+STARTERS = {
+    "etcd": lambda c, n: comp.start_etcd(c),
+    "kube-apiserver": lambda c, n: comp.start_apiserver(c),
+    "kube-controller-manager": lambda c, n: comp.start_controller_manager(c),
+    "kube-scheduler": lambda c, n: comp.start_scheduler(c),
+    "containerd": lambda c, n: comp.start_containerd(c, n),
+    "kubelet": lambda c, n: comp.start_kubelet(c, n),
+    "kube-proxy": lambda c, n: comp.start_kube_proxy(c, n),
+}
+
+
+def do_stop(clusters: list[Cluster], name: str) -> None:
+    """Stop one component (a fault to inject); `start` brings it back."""
+    find_component(clusters, name)
+    if host.stop_daemon(name):
+        log(f"stopped {name}")
+    else:
+        log(f"{name} was not running")
+
+
+def do_start(clusters: list[Cluster], name: str) -> None:
+    c, n, component = find_component(clusters, name)
+    if host.daemon_alive(name):
+        log(f"{name} is already running")
+        return
+    STARTERS[component](c, n)
+    log(f"started {name}")
+
+
 def do_status(clusters: list[Cluster]) -> int:
     rows = [("apiproxy", host.daemon_alive("apiproxy"))]
     for c in clusters:
@@ -305,6 +345,10 @@ def main() -> int:
     b = sub.add_parser("build", help="build binaries and images only")
     b.add_argument("--force", action="store_true")
     sub.add_parser("kubeconfig", help="print the kubeconfig path")
+    for verb in ("stop", "start"):
+        p = sub.add_parser(verb, help=f"{verb} one component, e.g. lab-c-n2.kubelet "
+                                      "(to inject a fault, and to undo it)")
+        p.add_argument("component")
     args = parser.parse_args()
     if os.geteuid() != 0 and args.cmd not in ("kubeconfig",):
         parser.error("the lab needs root (network namespaces, cgroups, mounts)")
@@ -327,6 +371,10 @@ def main() -> int:
         do_resources(clusters, args.seconds)
     elif args.cmd == "build":
         do_build(args.force)
+    elif args.cmd == "stop":
+        do_stop(clusters, args.component)
+    elif args.cmd == "start":
+        do_start(clusters, args.component)
     elif args.cmd == "kubeconfig":
         print(KUBECONFIG)
     return 0

@@ -208,3 +208,17 @@ def daemon_alive(name: str) -> bool:
     except (OSError, ValueError):
         return False
     return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+
+def stop_daemon(name: str, timeout: float = 10) -> bool:
+    """Stop one lab daemon (SIGTERM, then SIGKILL); False if it was not running."""
+    if not daemon_alive(name):
+        return False
+    pid = int((RUN / "pids" / f"{name}.pid").read_text())
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while daemon_alive(name):
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+        time.sleep(0.1)
+    return True
