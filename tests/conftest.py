@@ -1,0 +1,26 @@
+"""Shared helpers for fleetcheck's self-tests (no cluster needed, except under tests/lab/)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+pytest_plugins = ["pytester"]
+
+
+@pytest.fixture
+def write_kubeconfig(tmp_path: Path) -> Callable[..., Path]:
+    """Write a kubeconfig (dict or raw text) into tmp_path and return its path."""
+    counter = {"n": 0}
+
+    def write(data: dict[str, Any] | str, name: str | None = None) -> Path:
+        counter["n"] += 1
+        path = tmp_path / (name or f"kubeconfig-{counter['n']}.yaml")
+        path.write_text(data if isinstance(data, str) else yaml.safe_dump(data))
+        return path
+
+    return write

@@ -1,0 +1,27 @@
+"""The importable package is ours (design.md §6: a PyPI package named ``fixtures`` exists)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import fleetcheck
+import fleetcheck.plugin
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_fleetcheck_is_imported_from_this_checkout() -> None:
+    assert Path(fleetcheck.__file__).resolve().parent == REPO / "fixtures" / "fleetcheck"
+
+
+def test_public_names() -> None:
+    for name in ("Unknown", "Finding", "Target", "Pair", "ExecResult", "ProbeSet", "ProbePod",
+                 "Evidence", "CheckInfo", "Verdict", "NonConformant", "require"):
+        assert hasattr(fleetcheck, name), name
+
+
+def test_plugin_is_registered_as_entry_point() -> None:
+    from importlib.metadata import entry_points
+
+    names = {ep.name: ep.value for ep in entry_points(group="pytest11")}
+    assert names.get("fleetcheck.plugin") == "fleetcheck.plugin"
