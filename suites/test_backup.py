@@ -1,0 +1,252 @@
+"""Backup checks: the multi-cluster backup is written, verifies, restores, and Velero (where
+installed) has a recent, complete backup.  Expectations: section ``backup`` (see
+:mod:`fleetcheck.backup.suite`)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+import time
+
+import pytest
+from fleetcheck import CheckInfo, Evidence, Target, Unknown
+from fleetcheck.backup import BackupError, ExitCode
+from fleetcheck.backup import archive as archive_mod
+from fleetcheck.backup import export as export_mod
+from fleetcheck.backup import restore as restore_mod
+from fleetcheck.backup import secrets as secrets_mod
+from fleetcheck.backup import suite as kit
+from fleetcheck.fleet import FleetRun
+from fleetcheck.probes import ProbeSet
+
+#: the fixtures backup_workspace and backup_settings
+pytest_plugins = ["fleetcheck.backup.suite"]
+
+ROUNDTRIP_KINDS = ["namespaces", "serviceaccounts", "roles", "rolebindings", "configmaps",
+                   "secrets", "services", "deployments"]
+
+
+def _archive(target: Target, probes: ProbeSet, settings: kit.BackupSettings,
+             workspace: kit.BackupWorkspace, check: CheckInfo) -> kit.ContextBackup:
+    try:
+        return workspace.archive_for(target, probes.namespace, settings)
+    except BackupError as exc:
+        if exc.code == ExitCode.USAGE:  # e.g. an expected namespace does not exist
+            check.fail(expected="the backup of the probe namespace and "
+                       f"{settings.namespaces or 'no other namespaces'} succeeds",
+                       observed=str(exc))
+        raise Unknown(f"backup could not be made: {exc}") from None
+
+
+@pytest.mark.check("backup/archive", level="required")
+def test_archive(target: Target, probes: ProbeSet, check: CheckInfo, evidence: Evidence,
+                 backup_settings: kit.BackupSettings,
+                 backup_workspace: kit.BackupWorkspace) -> None:
+    """A backup of the probe namespace plus the expected namespaces is written through the API
+    with metadata and a checksum manifest, within the time and size bounds; a Secret value
+    planted before the backup appears nowhere in the archive."""
+    made = _archive(target, probes, backup_settings, backup_workspace, check)
+    result = made.result
+    evidence.table("archive contents", ["kind", "objects", "skipped (generated)", "bytes"], [
+        (name, info["count"], sum(info["skipped"].values()), info["bytes"])
+        for name, info in result.metadata["contexts"][target.name]["kinds"].items()
+    ])
+    size_mb = result.archive_bytes / 1e6
+    evidence.text("size and time", (
+        f"archive: {result.path}\nnamespaces: {', '.join(made.namespaces)}\n"
+        f"objects: {result.objects}\nsize: {result.archive_bytes} bytes compressed, "
+        f"{result.content_bytes} bytes of documents\ntime: {result.seconds:.2f}s "
+        f"({result.objects / max(result.seconds, 1e-6):.0f} objects/s)\n"
+        f"bounds: {backup_settings.max_duration_s:g}s, {backup_settings.max_size_mb:g} MB"))
+    leaked = kit.archive_text_contains(result.path, [made.canary_value])
+    report = archive_mod.verify(result.path)
+    problems = [str(p) for p in report.problems]
+    if leaked:
+        problems.append(f"the planted Secret value of {made.namespaces[0]}/{kit.CANARY_NAME} is "
+                        "stored in clear (or base64) in the archive")
+    if result.seconds > backup_settings.max_duration_s:
+        problems.append(f"backup took {result.seconds:.1f}s > {backup_settings.max_duration_s:g}s")
+    if size_mb > backup_settings.max_size_mb:
+        problems.append(f"archive is {size_mb:.1f} MB > {backup_settings.max_size_mb:g} MB")
+    check.require(
+        not problems,
+        expected="a verifiable archive with metadata.json and SHA256SUMS, no Secret value in "
+                 "clear, within the time and size bounds",
+        observed="; ".join(problems),
+    )
+
+
+@pytest.mark.check("backup/integrity", level="required")
+def test_integrity(target: Target, probes: ProbeSet, check: CheckInfo, evidence: Evidence,
+                   backup_settings: kit.BackupSettings,
+                   backup_workspace: kit.BackupWorkspace) -> None:
+    """This run's archive verifies (manifest complete, checksums, documents parse, counts match
+    metadata.json and the cluster at the archived resourceVersions); every ``nightly_archive``
+    from the expectations verifies too and is younger than ``rpo_hours``."""
+    made = _archive(target, probes, backup_settings, backup_workspace, check)
+    problems: list[str] = []
+    report = archive_mod.verify(made.result.path, keep_documents=True)
+    evidence.text("verify (this run's archive)", report.summary() + "".join(
+        f"\n  {p}" for p in report.problems))
+    problems += [f"{made.result.path.name}: {p}" for p in report.problems]
+    if report.ok:
+        rows = kit.recount_at_backup_time(target, report, target.name)
+        evidence.table("object counts: archive vs cluster at the archived resourceVersion",
+                       ["kind", "archive", "cluster", "note"],
+                       [(k, a, "-" if c is None else c, n) for k, a, c, n in rows])
+        problems += [f"{k}: archive holds {a} objects, the cluster had {c}" for k, a, c, _ in rows
+                     if c is not None and a != c]
+    rpo = dt.timedelta(hours=backup_settings.rpo_hours)
+    for path in backup_settings.nightly_archives:
+        try:
+            nightly = archive_mod.verify(path)
+        except BackupError as exc:
+            problems.append(f"nightly archive: {exc}")
+            continue
+        age = nightly.age()
+        evidence.text(f"verify {path}", nightly.summary() + "".join(
+            f"\n  {p}" for p in nightly.problems) + f"\nage: {age}; RPO {rpo}")
+        problems += [f"nightly archive {path}: {p}" for p in nightly.problems]
+        if nightly.ok and (age is None or age > rpo):
+            problems.append(f"nightly archive {path}: made {nightly.metadata.get('created')}, "
+                            f"older than the RPO of {backup_settings.rpo_hours:g}h")
+    check.require(
+        not problems,
+        expected="every archive verifies (no file missing, added or altered, documents parse, "
+                 "counts match) and nightly archives are younger than the RPO",
+        observed="; ".join(problems),
+    )
+
+
+def _roundtrip_peer(fleet: FleetRun, target: Target) -> Target | None:
+    """The next selected context after ``target`` (cyclic), when it is reachable."""
+    names = list(fleet.targets)
+    if len(names) < 2:
+        return None
+    peer = fleet.targets[names[(names.index(target.name) + 1) % len(names)]]
+    return None if peer.unreachable else peer
+
+
+@pytest.mark.check("backup/restore-roundtrip", level="required")
+def test_restore_roundtrip(target: Target, fleet: FleetRun, check: CheckInfo,
+                           evidence: Evidence, backup_workspace: kit.BackupWorkspace) -> None:
+    """A namespace with a Deployment, Service, ConfigMap, Secret, ServiceAccount, Role and
+    RoleBinding is backed up (Secret values encrypted), restored into a scratch namespace of
+    the same cluster and, when several contexts are selected, into the next context, and
+    compared object by object after normalisation (Secrets by value hash)."""
+    suffix = secrets.token_hex(3)
+    source_ns = f"fc-backup-rt-{suffix}"
+    copy_ns = f"{source_ns}-copy"
+    timeout = (target.connect_timeout, max(target.request_timeout, 30.0))
+    peer = _roundtrip_peer(fleet, target)
+    created: list[tuple[Target, str]] = []
+    try:
+        objects = kit.sample_objects(source_ns, fleet.run_id, fleet.settings.probe_ttl,
+                                     "pw-" + secrets.token_hex(12))
+        try:
+            created.append((target, source_ns))
+            kit.create_objects(target.api_client, objects, timeout)
+        except BackupError as exc:
+            raise Unknown(f"cannot create the sample namespace {source_ns}: {exc}") from None
+        codec = secrets_mod.SecretCodec.new(backup_workspace.hash_key,
+                                            backup_workspace.encryption_key, store_values=True)
+        selection = export_mod.Selection(kinds=ROUNDTRIP_KINDS, namespaces=[source_ns])
+        path = backup_workspace.path(f"{kit._safe(target.name)}-roundtrip-{suffix}.tar.gz")
+        start = time.monotonic()
+        export_mod.backup([kit.source_of(target)], path, selection, codec)
+        report = archive_mod.load_verified(path)
+        archived = kit.archived_namespace_objects(report, target.name, source_ns)
+        rows = []
+        problems: list[str] = []
+        diffs = kit.compare_namespace(target.api_client, target.name, source_ns, archived,
+                                      source_ns, codec, ROUNDTRIP_KINDS, timeout)
+        rows.append((f"{target.name}:{source_ns}", "(original vs archive)", len(diffs)))
+        problems += [f"original {d}" for d in diffs]
+        destinations = [(target, copy_ns)] + ([(peer, source_ns)] if peer else [])
+        for dest, dest_ns in destinations:
+            created.append((dest, dest_ns))
+            result = restore_mod.restore(dest.api_client, dest.name, report, namespace=source_ns,
+                                         into=dest_ns, source_context=target.name, codec=codec,
+                                         apply=True, timeout=timeout)
+            evidence.text(f"restore into {dest.name}:{dest_ns}", result.render())
+            if result.error or result.skipped_secrets:
+                problems.append(f"restore into {dest.name}:{dest_ns} failed: "
+                                f"{result.error or 'secrets skipped'}")
+                rows.append((f"{dest.name}:{dest_ns}", "restore failed", "-"))
+                continue
+            diffs = kit.compare_namespace(dest.api_client, dest.name, dest_ns, archived,
+                                          source_ns, codec, ROUNDTRIP_KINDS, timeout)
+            rows.append((f"{dest.name}:{dest_ns}", f"{len(result.steps)} objects restored",
+                         len(diffs)))
+            problems += [f"{dest.name}:{dest_ns}: {d}" for d in diffs]
+        evidence.table("round trip", ["namespace", "restore", "differences"], rows)
+        if not peer:
+            evidence.text("other cluster", "only one reachable context selected: restore into "
+                                           "another cluster not exercised")
+        evidence.text("duration", f"{time.monotonic() - start:.2f}s")
+        if problems:
+            evidence.text("differences", "\n".join(problems))
+        check.require(
+            not problems,
+            expected=f"{source_ns} restored into {', '.join(f'{d.name}:{n}' for d, n in destinations)} "
+                     "equals the original, server-set fields aside",
+            observed=f"{len(problems)} difference(s): " + "; ".join(problems[:5]),
+        )
+    finally:
+        for dest, name in created:
+            kit.delete_namespace(dest.api_client, name, timeout)
+
+
+@pytest.mark.check("backup/velero", level="recommended")
+def test_velero(target: Target, check: CheckInfo, evidence: Evidence,
+                backup_settings: kit.BackupSettings) -> None:
+    """Where Velero is installed: the newest Backup is Completed (not PartiallyFailed) and
+    younger than ``rpo_hours``, and its BackupStorageLocation (or the default one) is
+    Available.  Skipped where Velero's CRDs are absent."""
+    state = kit.velero_state(target.api_client, backup_settings.velero_namespace, target.timeout)
+    if not state.installed:
+        pytest.skip(state.reason)
+    problems: list[str] = []
+    if state.reason:
+        problems.append(state.reason)
+    rpo = dt.timedelta(hours=backup_settings.rpo_hours)
+    now = dt.datetime.now(dt.UTC)
+    dated = sorted(((kit.backup_time(b), b) for b in state.backups),
+                   key=lambda p: p[0] or dt.datetime.min.replace(tzinfo=dt.UTC))
+    evidence.table("Velero backups", ["backup", "phase", "time", "location"], [
+        (f"{b['metadata'].get('namespace')}/{b['metadata']['name']}",
+         (b.get("status") or {}).get("phase", "-"), t or "-",
+         (b.get("spec") or {}).get("storageLocation", "-")) for t, b in dated])
+    evidence.table("BackupStorageLocations", ["location", "default", "phase"], [
+        (f"{loc['metadata'].get('namespace')}/{loc['metadata']['name']}",
+         (loc.get("spec") or {}).get("default", False),
+         (loc.get("status") or {}).get("phase", "-")) for loc in state.locations])
+    wanted: set[str] = {loc["metadata"]["name"] for loc in state.locations
+                        if (loc.get("spec") or {}).get("default")}
+    if not dated:
+        problems.append("no Velero Backup exists")
+    else:
+        when, newest = dated[-1]
+        name = newest["metadata"]["name"]
+        phase = (newest.get("status") or {}).get("phase", "(none)")
+        if phase != "Completed":
+            problems.append(f"newest Backup {name} is {phase}, not Completed")
+        if when is None or now - when > rpo:
+            problems.append(f"newest Backup {name} is from {when}, older than the RPO of "
+                            f"{backup_settings.rpo_hours:g}h")
+        if (newest.get("spec") or {}).get("storageLocation"):
+            wanted.add(newest["spec"]["storageLocation"])
+    if not state.locations:
+        problems.append("no BackupStorageLocation exists")
+    for loc in state.locations:
+        if loc["metadata"]["name"] in wanted or len(state.locations) == 1:
+            phase = (loc.get("status") or {}).get("phase", "(none)")
+            if phase != "Available":
+                problems.append(f"BackupStorageLocation {loc['metadata']['name']} is {phase}, "
+                                "not Available")
+    check.require(
+        not problems,
+        expected=f"newest Velero Backup Completed and younger than "
+                 f"{backup_settings.rpo_hours:g}h; its BackupStorageLocation Available",
+        observed="; ".join(problems),
+    )
