@@ -1,0 +1,98 @@
+"""Plain-data archives for the backup self-tests (no cluster): build, tamper, run the CLI."""
+
+from __future__ import annotations
+
+import base64
+import io
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+from typing import Any
+
+from fleetcheck.backup import export, secrets
+from fleetcheck.backup.kinds import Kind
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "scripts" / "backup"
+PLANTED = "s3cr3t-planted-value-0xC0FFEE"
+
+CM = Kind("configmaps", "", "v1", "configmaps", "ConfigMap", True)
+SECRET = Kind("secrets", "", "v1", "secrets", "Secret", True)
+NS = Kind("namespaces", "", "v1", "namespaces", "Namespace", False)
+DEPLOY = Kind("deployments.apps", "apps", "v1", "deployments", "Deployment", True)
+
+
+def live_objects(namespace: str = "shop") -> dict[Kind, list[dict[str, Any]]]:
+    """What a list call would return (server-set fields included)."""
+    server = {"uid": "u-1", "resourceVersion": "42", "creationTimestamp": "2024-01-01T00:00:00Z",
+              "managedFields": [{"manager": "kubectl"}]}
+    return {
+        NS: [{"metadata": {"name": namespace, **server,
+                           "labels": {"kubernetes.io/metadata.name": namespace, "team": "a"}},
+              "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}}],
+        CM: [{"metadata": {"name": f"cm-{i}", "namespace": namespace, **server},
+              "data": {"k": str(i)}} for i in range(3)]
+            + [{"metadata": {"name": "kube-root-ca.crt", "namespace": namespace}, "data": {}}],
+        SECRET: [{"metadata": {"name": "db", "namespace": namespace, **server,
+                               "annotations": {
+                                   "kubectl.kubernetes.io/last-applied-configuration":
+                                       f'{{"stringData":{{"password":"{PLANTED}"}}}}'}},
+                  "type": "Opaque",
+                  "data": {"password": base64.b64encode(PLANTED.encode()).decode(),
+                           "user": base64.b64encode(b"app").decode()}}],
+        DEPLOY: [{"metadata": {"name": "web", "namespace": namespace, **server,
+                               "annotations": {"deployment.kubernetes.io/revision": "3"}},
+                  "spec": {"replicas": 2, "template": {"metadata": {"creationTimestamp": None},
+                                                       "spec": {"containers": []}}},
+                  "status": {"readyReplicas": 2}}],
+    }
+
+
+def make_exports(codec: secrets.SecretCodec, contexts: tuple[str, ...] = ("lab-a",),
+                 namespace: str = "shop") -> list[export.ContextExport]:
+    selection = export.Selection()
+    out = []
+    for ctx in contexts:
+        exp = export.ContextExport(ctx, "https://example.invalid", "v1.34.4")
+        for kind, items in live_objects(namespace).items():
+            kexp = export.KindExport(kind, resource_versions=["42"])
+            for item in items:
+                export._add_item(kexp, item, kind, selection, codec, ctx)
+            exp.kinds.append(kexp)
+        out.append(exp)
+    return out
+
+
+def make_archive(path: Path, *, codec: secrets.SecretCodec | None = None,
+                 contexts: tuple[str, ...] = ("lab-a",)) -> Path:
+    codec = codec or secrets.SecretCodec.new(secrets.generate_key())
+    written, _, _ = export.write_archive(make_exports(codec, contexts), path,
+                                         export.Selection(), codec)
+    return written
+
+
+def rewrite_tar(src: Path, dst: Path, change: Any) -> Path:
+    """Copy a tarball member by member; ``change(name, data)`` returns new bytes, ``None`` to
+    drop the member; it may return a list of (name, data) to add members."""
+    with tarfile.open(src, "r:gz") as tin, tarfile.open(dst, "w:gz") as tout:
+        for member in tin.getmembers():
+            data = tin.extractfile(member).read() if member.isfile() else b""
+            result = change(member.name, data)
+            if result is None:
+                continue
+            extra: list[tuple[str, bytes]] = []
+            if isinstance(result, list):
+                (data, extra) = (result[0][1], result[1:])
+            else:
+                data = result
+            for name, blob in [(member.name, data), *extra]:
+                info = tarfile.TarInfo(name)
+                info.size = len(blob)
+                tout.addfile(info, io.BytesIO(blob))
+    return dst
+
+
+def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True,
+                          text=True, timeout=timeout, check=False)
