@@ -1,0 +1,331 @@
+"""The backup tool and the backup/* suite against the real lab (lab-a, lab-b, lab-c).
+
+Creates only namespaces named ``fc-backup-*`` (labelled with a test run id) and, for the Velero
+checks, two minimal Velero CRDs on lab-c when none exist; removes all of it afterwards.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from backupkit import run_cli
+from fleetcheck import kubeconfig as kubeconfig_mod
+from fleetcheck.backup import ExitCode
+from fleetcheck.backup import suite as kit
+from fleetcheck.backup.suite import archive_text_contains
+from fleetcheck.targets import build_api_client
+from labkit import KUBECONFIG, REPO, kubectl
+
+pytestmark = pytest.mark.lab
+
+RUN_ID = "fc-backup-labtest-" + secrets.token_hex(3)
+
+
+def _client(context: str) -> Any:
+    kc = kubeconfig_mod.load([Path(KUBECONFIG)])
+    return build_api_client(kc, context, connect_timeout=5, request_timeout=30)
+
+
+@pytest.fixture(scope="module")
+def scratch() -> Iterator[list[tuple[str, str]]]:
+    """(context, namespace) pairs to delete at the end of the module."""
+    created: list[tuple[str, str]] = []
+    yield created
+    for context, name in created:
+        kubectl(context, "delete", "namespace", name, "--wait=false", "--ignore-not-found",
+                check=False)
+
+
+@pytest.fixture(scope="module")
+def sample(scratch: list[tuple[str, str]]) -> tuple[str, str]:
+    """A sample namespace on lab-a: (namespace, Secret value)."""
+    name = f"fc-backup-lab-{secrets.token_hex(3)}"
+    value = "lab-pw-" + secrets.token_hex(12)
+    scratch.append(("lab-a", name))
+    kit.create_objects(_client("lab-a"), kit.sample_objects(name, RUN_ID, 3600, value))
+    return name, value
+
+
+def _cli_ok(proc: subprocess.CompletedProcess, code: int = 0) -> str:
+    assert proc.returncode == code, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout
+
+
+def _secret_value(context: str, namespace: str, name: str = "app-secret",
+                  key: str = "password") -> str:
+    data = json.loads(kubectl(context, "get", "secret", name, "-n", namespace,
+                              "-o", "json").stdout)["data"]
+    return base64.b64decode(data[key]).decode()
+
+
+def test_backup_verify_against_restore_and_conflict(tmp_path: Path, sample: tuple[str, str],
+                                                    scratch: list[tuple[str, str]]) -> None:
+    ns, value = sample
+    archive = tmp_path / "fleet.tar.gz"
+    out = _cli_ok(run_cli("backup", "--kubeconfig", KUBECONFIG, "--contexts", "lab-a,lab-b",
+                          "--namespaces", f"{ns}*", "--output", archive, "-q"))
+    assert "2 context(s)" in out and Path(f"{archive}.hashkey").is_file()
+    # one archive, one file per kind per context, metadata with server versions
+    verify = json.loads(_cli_ok(run_cli("verify", archive, "--json")))
+    assert verify["ok"] and verify["contexts"] == ["lab-a", "lab-b"]
+    meta = kit.archive_mod.verify(archive).metadata
+    assert meta["contexts"]["lab-a"]["server_version"].startswith("v1.")
+    assert meta["contexts"]["lab-a"]["kinds"]["deployments.apps"]["count"] == 1
+    assert meta["contexts"]["lab-b"]["kinds"]["deployments.apps"]["count"] == 0
+    # the Secret value is nowhere in the archive
+    assert archive_text_contains(archive, [value]) == []
+
+    # verify --against: nothing changed yet; then a ConfigMap and the Secret value change
+    hash_key = f"{archive}.hashkey"
+    out = _cli_ok(run_cli("verify", archive, "--against", "lab-a", "--hash-key", hash_key,
+                          "--kubeconfig", KUBECONFIG))
+    assert "0 difference(s)" in out
+    kubectl("lab-a", "patch", "configmap", "app-config", "-n", ns, "--type=merge",
+            "-p", '{"data":{"GREETING":"changed"}}')
+    kubectl("lab-a", "patch", "secret", "app-secret", "-n", ns, "--type=merge",
+            "-p", '{"stringData":{"password":"rotated"}}')
+    try:
+        out = _cli_ok(run_cli("verify", archive, "--against", "lab-a", "--hash-key", hash_key,
+                              "--kubeconfig", KUBECONFIG), ExitCode.CONFLICT)
+        assert f"configmaps {ns}/app-config: changed (data.GREETING: 'hello' -> 'changed')" in out
+        assert f"secrets {ns}/app-secret: changed (fleetcheckBackup.valueHashes.password" in out
+        out = _cli_ok(run_cli("verify", archive, "--against", "lab-a", "--kubeconfig",
+                              KUBECONFIG), ExitCode.CONFLICT)
+        assert "Secret values not compared" in out and "app-secret" not in out
+    finally:
+        kubectl("lab-a", "patch", "configmap", "app-config", "-n", ns, "--type=merge",
+                "-p", '{"data":{"GREETING":"hello"}}')
+        kubectl("lab-a", "patch", "secret", "app-secret", "-n", ns, "--type=merge",
+                "-p", json.dumps({"stringData": {"password": value}}))
+
+    # restore: dry run by default (nothing created), Secrets without values skipped loudly
+    copy = f"{ns}-copy"
+    scratch.append(("lab-a", copy))
+    restore = ["restore", archive, "--kubeconfig", KUBECONFIG, "--context", "lab-a",
+               "--namespace", ns, "--into", copy]
+    out = _cli_ok(run_cli(*restore), ExitCode.SECRETS_SKIPPED)
+    assert "DRY RUN" in out and "namespace does not exist yet" in out
+    assert "NOT restored" in out and f"{ns}/app-secret" in out
+    assert kubectl("lab-a", "get", "namespace", copy, check=False).returncode != 0
+    out = _cli_ok(run_cli(*restore, "--apply"), ExitCode.SECRETS_SKIPPED)
+    assert "APPLIED" in out
+    assert json.loads(kubectl("lab-a", "get", "deployment", "app", "-n", copy, "-o", "json")
+                      .stdout)["spec"]["template"]["spec"]["serviceAccountName"] == "app"
+    subjects = json.loads(kubectl("lab-a", "get", "rolebinding", "app-reader", "-n", copy,
+                                  "-o", "json").stdout)["subjects"]
+    assert subjects[0]["namespace"] == copy
+
+    # a conflicting object stops the restore before anything changes
+    kubectl("lab-a", "patch", "configmap", "app-config", "-n", copy, "--type=merge",
+            "-p", '{"data":{"GREETING":"local edit"}}')
+    kubectl("lab-a", "delete", "service", "app", "-n", copy)
+    proc = run_cli(*restore, "--apply")
+    assert proc.returncode == ExitCode.CONFLICT, proc.stdout + proc.stderr
+    assert "already exist" in proc.stderr and "nothing was changed" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    cm = json.loads(kubectl("lab-a", "get", "configmap", "app-config", "-n", copy, "-o",
+                            "json").stdout)
+    assert cm["data"]["GREETING"] == "local edit"
+    assert kubectl("lab-a", "get", "service", "app", "-n", copy, check=False).returncode != 0
+    # --overwrite replaces
+    _cli_ok(run_cli(*restore, "--apply", "--overwrite"), ExitCode.SECRETS_SKIPPED)
+    cm = json.loads(kubectl("lab-a", "get", "configmap", "app-config", "-n", copy, "-o",
+                            "json").stdout)
+    assert cm["data"]["GREETING"] == "hello"
+    kubectl("lab-a", "get", "service", "app", "-n", copy)
+
+
+def test_encrypted_values_restore_into_another_cluster(tmp_path: Path, sample: tuple[str, str],
+                                                       scratch: list[tuple[str, str]]) -> None:
+    ns, value = sample
+    key = tmp_path / "backup.key"
+    _cli_ok(run_cli("keygen", key))
+    archive = tmp_path / "enc.tar.gz"
+    _cli_ok(run_cli("backup", "--kubeconfig", KUBECONFIG, "--contexts", "lab-a", "--namespaces",
+                    ns, "--output", archive, "--include-secret-values", "--encryption-key", key,
+                    "-q"))
+    assert archive_text_contains(archive, [value]) == []
+    scratch.append(("lab-b", ns))
+    base = ["restore", archive, "--kubeconfig", KUBECONFIG, "--context", "lab-b", "--namespace",
+            ns, "--source-context", "lab-a", "--apply"]
+    proc = run_cli(*base)
+    assert proc.returncode == ExitCode.USAGE and "--encryption-key" in proc.stderr
+    wrong = tmp_path / "wrong.key"
+    _cli_ok(run_cli("keygen", wrong))
+    proc = run_cli(*base, "--encryption-key", wrong)
+    assert proc.returncode == ExitCode.USAGE and "not the key" in proc.stderr
+    _cli_ok(run_cli(*base, "--encryption-key", key))
+    assert _secret_value("lab-b", ns) == value
+
+
+def test_clear_errors(tmp_path: Path, sample: tuple[str, str]) -> None:
+    ns, _ = sample
+    cases = [
+        (["backup", "--kubeconfig", KUBECONFIG, "--contexts", "lab-z", "-o", tmp_path / "a.tgz"],
+         "matched no context"),
+        (["backup", "--kubeconfig", KUBECONFIG, "--contexts", "lab-a", "--kinds",
+          "widgets.example.com", "-o", tmp_path / "b.tgz"], "does not serve kind"),
+        (["backup", "--kubeconfig", KUBECONFIG, "--contexts", "lab-a", "--namespaces",
+          "fc-backup-does-not-exist", "-o", tmp_path / "c.tgz"], "does not exist"),
+        (["restore", tmp_path / "none.tar.gz", "--kubeconfig", KUBECONFIG, "--context", "lab-a",
+          "--namespace", ns], "not found"),
+        (["restore", tmp_path / "none.tar.gz", "--kubeconfig", KUBECONFIG, "--context",
+          "no-such-ctx", "--namespace", ns], "does not exist"),
+    ]
+    for args, words in cases:
+        proc = run_cli(*args)
+        assert proc.returncode == ExitCode.USAGE, (args, proc.stderr)
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and words in lines[0], (args, proc.stderr)
+    assert not list(tmp_path.glob("*.tgz*"))  # no partial archive left behind
+
+
+# --- the suite ------------------------------------------------------------------------------------
+
+def run_suite(tmp_path: Path, contexts: str, expectations: dict | None = None,
+              select: str | None = None) -> dict[tuple[str, str], dict]:
+    """Run suites/test_backup.py; ``{(check id, context): record}`` from results.json."""
+    report = tmp_path / f"report-{secrets.token_hex(3)}"
+    args = [sys.executable, "-m", "pytest", "suites/test_backup.py", f"--contexts={contexts}",
+            f"--kubeconfig={KUBECONFIG}", f"--report-dir={report}", "-p", "no:cacheprovider",
+            "-q"]
+    if expectations is not None:
+        path = tmp_path / f"expectations-{secrets.token_hex(3)}.yaml"
+        path.write_text(yaml.safe_dump(expectations))
+        args.append(f"--expectations={path}")
+    if select:
+        args += ["-k", select]
+    proc = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=600,
+                          check=False)
+    results = report / "results.json"
+    assert results.is_file(), proc.stdout + proc.stderr
+    data = json.loads(results.read_text())
+    return {(r["check_id"], r["context"]): r for r in data["checks"]}
+
+
+def test_suite_conformant_on_the_lab(tmp_path: Path) -> None:
+    results = run_suite(tmp_path, "lab-a,lab-b,lab-c", {"version": 1, "defaults": {
+        "backup": {"namespaces": ["kube-system"], "max_duration_s": 60}}})
+    verdicts = {k: r["verdict"] for k, r in results.items()}
+    for ctx in ("lab-a", "lab-b", "lab-c"):
+        for check_id in ("backup/archive", "backup/integrity", "backup/restore-roundtrip"):
+            assert verdicts[(check_id, ctx)] == "conformant", results[(check_id, ctx)]
+        velero = results[("backup/velero", ctx)]
+        assert velero["verdict"] == "skipped" and "Velero is not installed" in velero["message"]
+    evidence = {e["name"]: e["content"] for e in results[("backup/restore-roundtrip",
+                                                         "lab-a")]["evidence"]}
+    assert "lab-b:" in evidence["round trip"]  # restored into the next cluster too
+    archive_ev = {e["name"]: e["content"] for e in results[("backup/archive", "lab-a")]
+                  ["evidence"]}
+    assert "kube-system" in archive_ev["size and time"]
+
+
+def test_integrity_check_catches_each_damage(tmp_path: Path) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from backupkit import make_archive
+    from test_backup_archive import DAMAGE, _damage
+
+    good = make_archive(tmp_path / "nightly.tar.gz")
+    damaged = {kind: _damage(kind, good, tmp_path / f"{kind.replace(' ', '-')}.tar.gz")
+               for kind in DAMAGE}
+    ok = run_suite(tmp_path, "lab-a", {"version": 1, "defaults": {"backup": {
+        "nightly_archive": str(good), "rpo_hours": 1}}}, "integrity")
+    assert ok[("backup/integrity", "lab-a")]["verdict"] == "conformant", ok
+    bad = run_suite(tmp_path, "lab-a", {"version": 1, "contexts": [{"match": "lab-a", "backup": {
+        "nightly_archive": [str(p) for p in damaged.values()]}}]}, "integrity")
+    record = bad[("backup/integrity", "lab-a")]
+    assert record["verdict"] == "non-conformant"
+    for kind, path in damaged.items():
+        file, words = DAMAGE[kind]
+        prefix = f"nightly archive {path}: {file or 'contexts/lab-a/'}"
+        if kind == "truncated":
+            prefix = f"nightly archive {path}: "
+            assert f"{path.name} is truncated" in record["message"]
+        assert prefix in record["message"] and words in record["message"], (kind, record)
+    stale = run_suite(tmp_path, "lab-a", {"version": 1, "defaults": {"backup": {
+        "nightly_archive": str(good), "rpo_hours": 0.00001}}}, "integrity")
+    record = stale[("backup/integrity", "lab-a")]
+    assert record["verdict"] == "non-conformant" and "older than the RPO" in record["message"]
+
+
+# --- Velero ---------------------------------------------------------------------------------------
+
+def _crd(plural: str, kind: str) -> dict:
+    return {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": f"{plural}.velero.io",
+                         "labels": {"app.kubernetes.io/part-of": "fleetcheck-lab-tests"}},
+            "spec": {"group": "velero.io", "scope": "Namespaced",
+                     "names": {"plural": plural, "singular": kind.lower(), "kind": kind,
+                               "listKind": f"{kind}List"},
+                     "versions": [{"name": "v1", "served": True, "storage": True, "schema": {
+                         "openAPIV3Schema": {"type": "object",
+                                             "x-kubernetes-preserve-unknown-fields": True}}}]}}
+
+
+def _velero_objects(ns: str, phase: str, when: str, bsl_phase: str = "Available") -> list:
+    return [
+        {"apiVersion": "velero.io/v1", "kind": "BackupStorageLocation",
+         "metadata": {"name": "default", "namespace": ns},
+         "spec": {"default": True, "provider": "aws", "objectStorage": {"bucket": "b"}},
+         "status": {"phase": bsl_phase}},
+        {"apiVersion": "velero.io/v1", "kind": "Backup",
+         "metadata": {"name": "nightly", "namespace": ns},
+         "spec": {"storageLocation": "default"},
+         "status": {"phase": phase, "completionTimestamp": when}},
+    ]
+
+
+def _apply(context: str, objects: list) -> None:
+    kubectl(context, "apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List",
+                                                            "items": objects}))
+
+
+def test_velero_check(tmp_path: Path, scratch: list[tuple[str, str]]) -> None:
+    existing = kubectl("lab-c", "get", "crd", "backups.velero.io", check=False)
+    if existing.returncode == 0:
+        pytest.skip("lab-c already has Velero CRDs (not ours); not touching them")
+    ns = f"fc-backup-velero-{secrets.token_hex(3)}"
+    import datetime as dt
+
+    now = dt.datetime.now(dt.UTC)
+    fresh = now.isoformat(timespec="seconds").replace("+00:00", "Z")
+    old = (now - dt.timedelta(hours=48)).isoformat(timespec="seconds").replace("+00:00", "Z")
+    try:
+        _apply("lab-c", [_crd("backups", "Backup"),
+                         _crd("backupstoragelocations", "BackupStorageLocation")])
+        kubectl("lab-c", "wait", "--for=condition=Established", "--timeout=30s",
+                "crd/backups.velero.io", "crd/backupstoragelocations.velero.io")
+        kubectl("lab-c", "create", "namespace", ns)
+        scratch.append(("lab-c", ns))
+        expectations = {"version": 1, "defaults": {"backup": {"velero_namespace": ns,
+                                                               "rpo_hours": 24}}}
+        cases = [
+            ("Completed", fresh, "Available", None),
+            ("PartiallyFailed", fresh, "Available", "is PartiallyFailed, not Completed"),
+            ("Completed", old, "Available", "older than the RPO of 24h"),
+            ("Completed", fresh, "Unavailable", "BackupStorageLocation default is Unavailable"),
+        ]
+        for phase, when, bsl, expected in cases:
+            _apply("lab-c", _velero_objects(ns, phase, when, bsl))
+            results = run_suite(tmp_path, "lab-a,lab-c", expectations, "velero")
+            assert results[("backup/velero", "lab-a")]["verdict"] == "skipped"
+            record = results[("backup/velero", "lab-c")]
+            if expected is None:
+                assert record["verdict"] == "conformant", record
+            else:
+                assert record["verdict"] == "non-conformant", record
+                assert expected in record["message"], record
+    finally:
+        kubectl("lab-c", "delete", "namespace", ns, "--wait=false", "--ignore-not-found",
+                check=False)
+        kubectl("lab-c", "delete", "crd", "backups.velero.io",
+                "backupstoragelocations.velero.io", "--ignore-not-found", check=False)
