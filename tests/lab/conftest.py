@@ -1,0 +1,43 @@
+"""Tests under tests/lab/ run against the local lab (scripts/lab): all are marked ``lab``.
+
+They FAIL, with what to do, when the lab's kubeconfig does not exist; deselect them with
+``-m "not lab"``.  The kubeconfig path comes from FLEETCHECK_LAB_KUBECONFIG (default
+/var/lib/fleetcheck-lab/kubeconfig).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+LAB_KUBECONFIG = Path(
+    os.environ.get("FLEETCHECK_LAB_KUBECONFIG", "/var/lib/fleetcheck-lab/kubeconfig")
+)
+HERE = Path(__file__).resolve().parent
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if HERE in Path(str(item.path)).resolve().parents:
+            item.add_marker(pytest.mark.lab)
+
+
+@pytest.fixture
+def lab_kubeconfig() -> Path:
+    """Path of the lab's kubeconfig (contexts lab-a, lab-b, lab-c, viewer@lab-a, ...)."""
+    if not LAB_KUBECONFIG.is_file():
+        pytest.fail(
+            f"lab kubeconfig {LAB_KUBECONFIG} does not exist: start the lab with "
+            "`.venv/bin/python scripts/lab up` (or point FLEETCHECK_LAB_KUBECONFIG at it), "
+            "or deselect the lab tests with -m 'not lab'.",
+            pytrace=False,
+        )
+    return LAB_KUBECONFIG
+
+
+@pytest.fixture(autouse=True)
+def _lab_required(lab_kubeconfig: Path) -> None:
+    """Every lab test needs the lab (function scope: runs after module fixtures that start it)."""
