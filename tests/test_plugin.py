@@ -183,6 +183,8 @@ def test_check_marker_selects_and_validates(pytester: pytest.Pytester, kubeconfi
     ''')
     result = run(pytester, f"--kubeconfig={kubeconfig}", "--contexts=lab-a", "-m", "check")
     result.assert_outcomes(passed=1, deselected=1)
+    result = run(pytester, f"--kubeconfig={kubeconfig}", "--contexts=lab-a", "-k", "demo/a")
+    result.assert_outcomes(passed=1, deselected=1)
     pytester.makepyfile(test_bad='''
         import pytest
 
