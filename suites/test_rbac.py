@@ -94,6 +94,9 @@ def _access_check(target: Target, check: CheckInfo, evidence: Evidence, expectat
         ["#", "verb", "resource", "namespace", "expected", "observed", "result", "reason"],
         access_mod.outcome_rows(decisions, allowed))
     wrong = [d for d in decisions if d.allowed != allowed]
+    if wrong:
+        evidence.text("reproduce with kubectl", "\n".join(
+            f"{d.access.can_i()} --context={target.name}" for d in wrong))
     word = "allowed" if allowed else "denied"
     check.require(
         not wrong,
