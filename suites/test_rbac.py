@@ -93,6 +93,10 @@ def _access_check(target: Target, check: CheckInfo, evidence: Evidence, expectat
         f"SelfSubjectAccessReview: {key} expectations of {target.name} as {_who(target)}",
         ["#", "verb", "resource", "namespace", "expected", "observed", "result", "reason"],
         access_mod.outcome_rows(decisions, allowed))
+    errors = [d for d in decisions if d.answer == "error"]
+    if errors:  # no authorizer decided: neither an allow nor a deny was measured
+        raise Unknown("the authorizer could not evaluate: " + "; ".join(
+            f"{d.access.render()} ({d.error})" for d in errors))
     wrong = [d for d in decisions if d.allowed != allowed]
     if wrong:
         evidence.text("reproduce with kubectl", "\n".join(
