@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
-from fleetcheck import CheckInfo, Evidence, Target, Unknown
+from fleetcheck import CheckInfo, Evidence, Pair, Target, Unknown, netprobe, workloads
+from fleetcheck.netprobe import HttpResult
 from fleetcheck.preflight import describe_error, raw_get
+from kubernetes.client.exceptions import ApiException
 
 
 @pytest.mark.check("connectivity/api-ready", level="required")
@@ -29,3 +32,199 @@ def test_api_ready(target: Target, check: CheckInfo, evidence: Evidence, expecta
         expected=f"GET /readyz -> HTTP 200 'ok' within {timeout:g}s",
         observed=f"HTTP {status} {body.strip()[:200]!r} after {elapsed:.2f}s",
     )
+
+
+@pytest.mark.check("connectivity/version-skew", level="required")
+def test_version_skew(target: Target, fleet, check: CheckInfo, evidence: Evidence,
+                      expectations: dict) -> None:
+    """The server version is in the supported range, and the fleet's minor versions are
+    within the configured spread of each other."""
+    fleet_exp = fleet.expectations.fleet
+    minimum = fleet_exp.get("min_version") or expectations["connectivity"]["min_version"]
+    bound = int(fleet_exp.get("max_minor_skew", 1))
+    versions = {name: t.version for name, t in fleet.targets.items() if t.version}
+    evidence.table("server versions", ["context", "version"],
+                   [[n, v] for n, v in sorted(versions.items())])
+    if not target.version:
+        raise Unknown("the server did not report its version")
+    mine = parse_version(target.version)
+    check.require(
+        mine >= parse_version(minimum),
+        expected=f"server version >= {minimum}",
+        observed=f"{target.version}",
+    )
+    minors = {n: parse_version(v)[:2] for n, v in versions.items()}
+    lowest = min(minors.items(), key=lambda kv: kv[1])
+    highest = max(minors.items(), key=lambda kv: kv[1])
+    spread = highest[1][1] - lowest[1][1] if highest[1][0] == lowest[1][0] else 99
+    check.require(
+        spread <= bound,
+        expected=f"minor versions across the fleet within {bound} of each other",
+        observed=f"{highest[0]} runs {versions[highest[0]]}, {lowest[0]} runs "
+                 f"{versions[lowest[0]]} (spread {spread})",
+    )
+
+
+def parse_version(text: str) -> tuple[int, int, int]:
+    """``v1.34.4`` / ``1.25`` / ``v1.30.2-eks-1`` -> (1, 34, 4)."""
+    m = re.match(r"^v?(\d+)\.(\d+)(?:\.(\d+))?", text.strip())
+    if not m:
+        raise ValueError(f"not a Kubernetes version: {text!r}")
+    return int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)
+
+
+@pytest.mark.check("connectivity/nodes-ready", level="required")
+def test_nodes_ready(target: Target, check: CheckInfo, evidence: Evidence,
+                     expectations: dict) -> None:
+    """Every node reports Ready; the report gives ready/total."""
+    nodes = target.core().list_node().items
+    rows, not_ready = [], []
+    for node in nodes:
+        cond = {c.type: c for c in node.status.conditions or []}.get("Ready")
+        status = cond.status if cond else "Unknown"
+        reason = f"{cond.reason}: {cond.message}" if cond and status != "True" else ""
+        rows.append([node.metadata.name, status, node.status.node_info.kubelet_version,
+                     reason[:200]])
+        if status != "True":
+            not_ready.append(f"{node.metadata.name} ({cond.reason if cond else 'no condition'})")
+    evidence.table("nodes", ["node", "Ready", "kubelet", "reason"], rows)
+    minimum = int(expectations["connectivity"].get("nodes_min_ready", 1))
+    ready = len(nodes) - len(not_ready)
+    check.require(
+        not not_ready and ready >= minimum,
+        expected=f"every node Ready (at least {minimum})",
+        observed=f"{ready}/{len(nodes)} Ready" + (
+            f"; not Ready: {', '.join(not_ready)}" if not_ready else ""),
+    )
+
+
+def _verbose_health(target: Target, path: str, evidence: Evidence) -> tuple[int, list[str]]:
+    try:
+        status, body = raw_get(target.api_client, f"{path}?verbose", target.timeout)
+    except Exception as exc:  # noqa: BLE001 - reachable at preflight, not any more
+        raise Unknown(f"GET {path}?verbose failed: {describe_error(exc, target.server)}") \
+            from None
+    evidence.text(f"GET {path}?verbose -> {status}", body)
+    failed = [line[3:].strip() for line in body.splitlines() if line.startswith("[-]")]
+    return status, failed
+
+
+@pytest.mark.check("connectivity/control-plane", level="required")
+def test_control_plane(target: Target, check: CheckInfo, evidence: Evidence) -> None:
+    """Every ``/readyz?verbose`` and ``/livez?verbose`` sub-check (etcd, informers,
+    post-start hooks, ...) is ok."""
+    problems = []
+    for path in ("/readyz", "/livez"):
+        status, failed = _verbose_health(target, path, evidence)
+        if status != 200 or failed:
+            problems.append(f"{path}: HTTP {status}" + (f", failing: {'; '.join(failed)}"
+                                                         if failed else ""))
+    check.require(not problems, expected="/readyz and /livez: every sub-check ok",
+                  observed="; ".join(problems))
+
+
+def _latency_ok(check: CheckInfo, expectations: dict, what: str, ms: float | None) -> None:
+    limit = expectations["connectivity"].get("max_latency_ms")
+    if limit is not None and ms is not None:
+        check.require(ms <= float(limit), expected=f"{what} within {limit:g} ms",
+                      observed=f"{ms:.0f} ms")
+
+
+def _echo_answer(check: CheckInfo, result: HttpResult, expected_cluster: str,
+                 what: str) -> None:
+    served = result.json().get("cluster")
+    check.require(
+        result.ok and served == expected_cluster,
+        expected=f"{what}: HTTP 2xx from the echo server of {expected_cluster}",
+        observed=result.describe() + (f"; answered by cluster {served!r}" if result.ok else ""),
+    )
+
+
+@pytest.mark.check("connectivity/pod-to-pod", level="required")
+def test_pod_to_pod(target: Target, probes, check: CheckInfo, expectations: dict) -> None:
+    """A probe pod reaches another pod (the echo server) by its pod IP over TCP/HTTP."""
+    server = workloads.echo(probes)
+    timeout = float(expectations["connectivity"]["tcp_timeout_s"])
+    result = netprobe.http_get(probes.curl, server.pod_url(), timeout)
+    _echo_answer(check, result, target.name, f"pod {server.namespace}/fc-echo by pod IP")
+    _latency_ok(check, expectations, "TCP connect to a pod", result.connect_ms)
+
+
+@pytest.mark.check("connectivity/pod-to-service", level="required")
+def test_pod_to_service(target: Target, probes, check: CheckInfo, evidence: Evidence,
+                        expectations: dict) -> None:
+    """A probe pod reaches a ClusterIP service (the echo service), and every service the
+    expectations list (``connectivity.services``) over TCP."""
+    server = workloads.echo(probes)
+    timeout = float(expectations["connectivity"]["tcp_timeout_s"])
+    result = netprobe.http_get(probes.curl, server.service_url(), timeout)
+    _echo_answer(check, result, target.name, f"service {server.namespace}/fc-echo by ClusterIP")
+    _latency_ok(check, expectations, "TCP connect to a service", result.connect_ms)
+    failures, rows = [], []
+    for svc in expectations["connectivity"]["services"]:
+        ns, name, port = svc["namespace"], svc["name"], int(svc["port"])
+        try:
+            obj = target.core().read_namespaced_service(name, ns)
+        except ApiException as exc:
+            failures.append(f"{ns}/{name}: cannot read the service (HTTP {exc.status})")
+            rows.append([f"{ns}/{name}", port, "-", "-", f"HTTP {exc.status}"])
+            continue
+        ip = obj.spec.cluster_ip
+        endpoints = workloads.ready_endpoint_ips(probes, name, ns)
+        tcp = netprobe.tcp_connect(probes.busybox, ip, port, timeout)
+        rows.append([f"{ns}/{name}", port, ip, len(endpoints), tcp.describe()])
+        if not tcp.connected:
+            failures.append(f"{ns}/{name} ({ip}:{port}, {len(endpoints)} ready endpoints): "
+                            f"{tcp.detail}")
+    if expectations["connectivity"]["services"]:
+        evidence.table("listed services", ["service", "port", "ClusterIP", "ready endpoints",
+                                           "result"], rows)
+    check.require(not failures, expected="every listed service accepts a TCP connection",
+                  observed="; ".join(failures))
+
+
+@pytest.mark.check("connectivity/pod-to-apiserver", level="required")
+def test_pod_to_apiserver(target: Target, probes, check: CheckInfo, expectations: dict) -> None:
+    """A probe pod reaches the API server through the ``kubernetes.default`` service
+    (ClusterIP from the API, port 443; any HTTP answer proves the path)."""
+    svc = target.core().read_namespaced_service("kubernetes", "default")
+    ip, port = svc.spec.cluster_ip, svc.spec.ports[0].port
+    timeout = float(expectations["connectivity"]["tcp_timeout_s"])
+    result = netprobe.http_get(probes.curl, f"https://{ip}:{port}/readyz", timeout,
+                               insecure=True)
+    check.require(result.status is not None,
+                  expected=f"an HTTPS answer from kubernetes.default ({ip}:{port})",
+                  observed=result.describe())
+    _latency_ok(check, expectations, "TCP connect to the API server", result.connect_ms)
+
+
+def _cross_cluster(pair: Pair, fleet, probes, check: CheckInfo, expectations: dict,
+                   by: str) -> None:
+    if not fleet.expectations.fleet.get("flat_networking"):
+        pytest.skip("the fleet does not declare flat networking "
+                    "(expectations: fleet.flat_networking)")
+    server = workloads.echo(fleet.probes(pair.target.name))
+    url = server.pod_url() if by == "pod IP" else server.service_url()
+    timeout = float(expectations["connectivity"]["tcp_timeout_s"])
+    result = netprobe.http_get(probes.curl, url, timeout)
+    _echo_answer(check, result, pair.target.name,
+                 f"{pair.source.name} -> echo of {pair.target.name} by {by}")
+    _latency_ok(check, expectations, f"TCP connect to {pair.target.name}", result.connect_ms)
+
+
+@pytest.mark.check("connectivity/cross-cluster-pod", level="required")
+@pytest.mark.requires_clusters(2)
+def test_cross_cluster_pod(pair: Pair, fleet, probes, check: CheckInfo,
+                           expectations: dict) -> None:
+    """A probe in the source cluster reaches a pod of the target cluster by pod IP
+    (where the fleet declares flat networking)."""
+    _cross_cluster(pair, fleet, probes, check, expectations, "pod IP")
+
+
+@pytest.mark.check("connectivity/cross-cluster-service", level="required")
+@pytest.mark.requires_clusters(2)
+def test_cross_cluster_service(pair: Pair, fleet, probes, check: CheckInfo,
+                               expectations: dict) -> None:
+    """A probe in the source cluster reaches a ClusterIP service of the target cluster
+    (where the fleet declares flat networking with routed service ranges)."""
+    _cross_cluster(pair, fleet, probes, check, expectations, "ClusterIP")

@@ -29,7 +29,7 @@ from labkit import KUBECONFIG, apply, kubectl
 pytestmark = pytest.mark.lab
 
 LAB_DIR = Path(KUBECONFIG).parent
-EXPECTATIONS = REPO / "scripts" / "lab" / "expectations-rbac.yaml"
+EXPECTATIONS = REPO / "scripts" / "lab" / "expectations.yaml"
 CHECKS = ["rbac/identity", "rbac/expected-allow", "rbac/expected-deny", "rbac/namespace-access",
           "rbac/risky-bindings", "rbac/serviceaccount-token", "rbac/credential-expiry"]
 JWT = re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}")
