@@ -394,7 +394,9 @@ from fleetcheck import Unknown
 
 @pytest.fixture
 def broken_probe():
-    raise Unknown("probe pod never became Ready: ImagePullBackOff")
+    from fleetcheck.evidence import text
+    raise Unknown("probe pod never became Ready: ImagePullBackOff",
+                  evidence=[text("events of pod probe-busybox", "Failed: ErrImagePull")])
 
 @pytest.mark.check("demo/pass")
 def test_pass(evidence):
@@ -457,6 +459,8 @@ def test_verdicts_and_report_content(pytester: pytest.Pytester, kubeconfig: Path
     assert by_id["demo/skip"]["message"] == "no mesh installed"
     assert by_id["demo/pass"]["evidence"] == [
         {"name": "measurement", "kind": "text", "content": "all good"}]
+    assert by_id["demo/unknown-fixture"]["evidence"] == [
+        {"name": "events of pod probe-busybox", "kind": "text", "content": "Failed: ErrImagePull"}]
     assert data["run_id"] == "fc-v" and data["contexts"][0]["name"] == "lab-a"
     assert data["summary"] == {"conformant": 1, "non-conformant": 2, "unknown": 3, "skipped": 1}
 

@@ -61,12 +61,14 @@ def run_objects(kubeconfig: Path, run_id: str, contexts: list[str]) -> dict[str,
 
 
 def wait_run_gone(kubeconfig: Path, run_id: str, contexts: list[str],
-                  timeout: float = 120) -> dict[str, list[str]]:
-    """Wait until nothing with the run's label is left (namespace termination takes a while);
-    returns what is left at the end."""
+                  timeout: float = 120,
+                  expect: dict[str, list[str]] | None = None) -> dict[str, list[str]]:
+    """Wait until nothing with the run's label is left (namespace termination takes a while),
+    or only ``expect``; returns what is left at the end."""
+    expect = expect or {}
     deadline = time.monotonic() + timeout
     left = run_objects(kubeconfig, run_id, contexts)
-    while left and time.monotonic() < deadline:
+    while left != expect and time.monotonic() < deadline:
         time.sleep(2)
         left = run_objects(kubeconfig, run_id, contexts)
     return left

@@ -331,7 +331,8 @@ def test_sigkill_then_janitor_deletes_expired_and_nothing_else(lab_kubeconfig: P
         # serial run: the check hung on lab-a, lab-b's probes were never created
         assert f"lab-a: deleted fleetcheck-{rid} (run {rid}, expired" in late.stdout, late.stdout
         assert "lab-b: deleted" not in late.stdout, late.stdout
-        left = wait_run_gone(lab_kubeconfig, rid, ["lab-a", "lab-b"])
-        assert left == {"lab-a": [f"namespace/{decoy}"]}, left
+        decoy_only = {"lab-a": [f"namespace/{decoy}"]}
+        left = wait_run_gone(lab_kubeconfig, rid, ["lab-a", "lab-b"], expect=decoy_only)
+        assert left == decoy_only, left
     finally:
         api.delete_namespace(decoy)
