@@ -435,7 +435,7 @@ def test_verdicts_and_report_content(pytester: pytest.Pytester, kubeconfig: Path
     result.assert_outcomes(passed=1, failed=4, errors=1, skipped=1)
     result.stdout.fnmatch_lines([
         "*1 conformant, 2 non-conformant, 3 unknown, 1 skipped  (run fc-v)",
-        "NON-CONFORMANT: demo/fail []: expected delete denied; observed delete allowed",
+        "NON-CONFORMANT: demo/fail: expected delete denied; observed delete allowed",
     ])
     out = pytester.path / "reports" / "fc-v"
     assert sorted(p.name for p in out.iterdir()) == [
