@@ -56,19 +56,33 @@ def test_api_ready_green_with_report(lab_kubeconfig: Path, tmp_path: Path,
 def test_dead_context_is_unknown_quickly_while_others_pass(lab_kubeconfig: Path,
                                                            tmp_path: Path) -> None:
     dead = tmp_path / "dead.yaml"
-    dead.write_text(yaml.safe_dump(kubeconfig_dict(["dead"])))
+    data = kubeconfig_dict(["dead"])
+    # a context that reaches lab-a's API server with a token it does not know
+    lab = yaml.safe_load(lab_kubeconfig.read_text())
+    lab_a = next(c for c in lab["contexts"] if c["name"] == "lab-a")["context"]["cluster"]
+    cluster = next(c for c in lab["clusters"] if c["name"] == lab_a)["cluster"]
+    data["clusters"].append({"name": "badcreds-cluster", "cluster": cluster})
+    data["users"].append({"name": "badcreds-user", "user": {"token": "not-a-valid-token-123"}})
+    data["contexts"].append({"name": "badcreds", "context": {"cluster": "badcreds-cluster",
+                                                             "user": "badcreds-user"}})
+    dead.write_text(yaml.safe_dump(data))
     out = tmp_path / "reports"
     start = time.monotonic()
     proc = run(["suites/test_connectivity.py", "-k", "test_api_ready",
                 f"--kubeconfig={lab_kubeconfig}", f"--kubeconfig={dead}",
-                "--contexts=lab-*,dead", f"--report-dir={out}"], cwd=REPO)
+                "--contexts=lab-*,dead,badcreds", f"--report-dir={out}"], cwd=REPO)
     elapsed = time.monotonic() - start
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert verdicts(out) == {
         "test_api_ready[lab-a]": "conformant", "test_api_ready[lab-b]": "conformant",
-        "test_api_ready[lab-c]": "conformant", "test_api_ready[dead]": "unknown"}
-    dead_ctx = next(c for c in results(out)["contexts"] if c["name"] == "dead")
-    assert dead_ctx["preflight_s"] <= 5 and "connection refused" in dead_ctx["unreachable"]
+        "test_api_ready[lab-c]": "conformant", "test_api_ready[dead]": "unknown",
+        "test_api_ready[badcreds]": "unknown"}
+    contexts = {c["name"]: c for c in results(out)["contexts"]}
+    assert contexts["dead"]["preflight_s"] <= 5
+    assert "connection refused" in contexts["dead"]["unreachable"]
+    assert "rejected the credentials of this context (HTTP 401)" in \
+        contexts["badcreds"]["unreachable"]
+    assert "not-a-valid-token-123" not in (out / "report.html").read_text() + proc.stdout
     assert elapsed <= 30, f"whole run took {elapsed:.1f}s"
 
 
