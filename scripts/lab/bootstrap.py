@@ -114,6 +114,9 @@ def objects(cluster: Cluster, clusters: list[Cluster]) -> list[dict]:
                  "metadata": {"labels": dns_labels},
                  "spec": {
                      "serviceAccountName": "coredns", "dnsPolicy": "Default",
+                     # on the control-plane node, so stopping a worker's kubelet (a fault the
+                     # self-tests inject) leaves cluster DNS alone
+                     "nodeSelector": {"fleetcheck.io/lab-role": "control-plane"},
                      "priorityClassName": "system-cluster-critical",
                      "securityContext": restricted,
                      "containers": [{

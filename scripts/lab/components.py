@@ -311,7 +311,9 @@ def start_kubelet(cluster: Cluster, node: Node) -> None:
     _daemon(cluster, node, "kubelet", [
         str(BIN / "kubelet"), f"--config={cfg}", f"--kubeconfig={kc}",
         f"--root-dir={node.dir / 'kubelet'}", f"--hostname-override={node.name}",
-        f"--node-ip={node.ip}", f"--node-labels=fleetcheck.io/lab-cluster={cluster.name}",
+        f"--node-ip={node.ip}",
+        (f"--node-labels=fleetcheck.io/lab-cluster={cluster.name},"
+         f"fleetcheck.io/lab-role={'control-plane' if node.index == 0 else 'worker'}"),
     ])
 
 
