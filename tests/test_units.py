@@ -20,6 +20,7 @@ from fleetcheck.probes import (
     parse_rfc3339,
     pod_readiness,
     restricted_pod,
+    with_deadline,
 )
 from fleetcheck.report import ResultsCollector, render_metrics, strip_group, write_sha256sums
 from fleetcheck.scrub import REDACTED, Scrubber
@@ -214,3 +215,15 @@ def test_report_files(tmp_path: Path) -> None:
     (tmp_path / "a.txt").write_text("x")
     sums = write_sha256sums(tmp_path).read_text()
     assert sums == f"{hashlib.sha256(b'x').hexdigest()}  a.txt\n"
+
+
+def test_with_deadline() -> None:
+    import time
+
+    assert with_deadline(lambda: 42, 1) == 42
+    with pytest.raises(KeyError):
+        with_deadline(lambda: {}["x"], 1)
+    start = time.monotonic()
+    with pytest.raises(TimeoutError):
+        with_deadline(lambda: time.sleep(5), 0.2)
+    assert time.monotonic() - start < 1
