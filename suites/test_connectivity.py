@@ -6,6 +6,7 @@ import re
 import time
 
 import pytest
+import urllib3
 from fleetcheck import CheckInfo, Evidence, Pair, Target, Unknown, netprobe, workloads
 from fleetcheck.netprobe import HttpResult
 from fleetcheck.preflight import describe_error, raw_get
@@ -19,6 +20,13 @@ def test_api_ready(target: Target, check: CheckInfo, evidence: Evidence, expecta
     start = time.monotonic()
     try:
         status, body = raw_get(target.api_client, "/readyz", (target.connect_timeout, timeout))
+    except urllib3.exceptions.ReadTimeoutError:
+        # the server took the connection (preflight reached it) but did not say it is ready
+        status, body = 0, f"no answer within {timeout:g}s"
+    except urllib3.exceptions.MaxRetryError as exc:
+        if not isinstance(exc.reason, urllib3.exceptions.ReadTimeoutError):
+            raise Unknown(f"GET /readyz failed: {describe_error(exc, target.server)}") from None
+        status, body = 0, f"no answer within {timeout:g}s"
     except Exception as exc:  # noqa: BLE001 - reachable at preflight, not any more
         raise Unknown(f"GET /readyz failed: {describe_error(exc, target.server)}") from None
     elapsed = time.monotonic() - start
@@ -30,7 +38,8 @@ def test_api_ready(target: Target, check: CheckInfo, evidence: Evidence, expecta
     check.require(
         status == 200 and body.strip() == "ok" and elapsed <= timeout,
         expected=f"GET /readyz -> HTTP 200 'ok' within {timeout:g}s",
-        observed=f"HTTP {status} {body.strip()[:200]!r} after {elapsed:.2f}s",
+        observed=(f"HTTP {status} {body.strip()[:200]!r} after {elapsed:.2f}s" if status
+                  else body),
     )
 
 
