@@ -16,6 +16,7 @@ from fleetcheck.backup import export as export_mod
 from fleetcheck.backup import restore as restore_mod
 from fleetcheck.backup import secrets as secrets_mod
 from fleetcheck.backup import suite as kit
+from fleetcheck.expectations import check_applies
 from fleetcheck.fleet import FleetRun
 from fleetcheck.probes import ProbeSet
 
@@ -119,12 +120,16 @@ def test_integrity(target: Target, probes: ProbeSet, check: CheckInfo, evidence:
 
 
 def _roundtrip_peer(fleet: FleetRun, target: Target) -> Target | None:
-    """The next selected context after ``target`` (cyclic), when it is reachable."""
+    """The next selected context after ``target`` (cyclic) on another cluster, reachable,
+    and one the round trip applies to (expectations ``checks``)."""
     names = list(fleet.targets)
-    if len(names) < 2:
-        return None
-    peer = fleet.targets[names[(names.index(target.name) + 1) % len(names)]]
-    return None if peer.unreachable else peer
+    start = names.index(target.name)
+    for step in range(1, len(names)):
+        peer = fleet.targets[names[(start + step) % len(names)]]
+        if (peer.server != target.server and not peer.unreachable
+                and check_applies(fleet.expectations_for(peer.name), "backup/restore-roundtrip")):
+            return peer
+    return None
 
 
 @pytest.mark.check("backup/restore-roundtrip", level="required")
