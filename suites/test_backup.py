@@ -140,8 +140,10 @@ def test_restore_roundtrip(target: Target, fleet: FleetRun, check: CheckInfo,
     the same cluster and, when several contexts are selected, into the next context, and
     compared object by object after normalisation (Secrets by value hash)."""
     suffix = secrets.token_hex(3)
-    source_ns = f"fc-backup-rt-{suffix}"
-    copy_ns = f"{source_ns}-copy"
+    # named, labelled and annotated like probe namespaces (the copies inherit the labels and
+    # the expires-at annotation from the archived Namespace), so end-of-run cleanup and the
+    # janitor delete them even when the finally below never runs
+    source_ns, copy_ns = kit.roundtrip_namespaces(fleet.run_id, suffix)
     timeout = (target.connect_timeout, max(target.request_timeout, 30.0))
     peer = _roundtrip_peer(fleet, target)
     created: list[tuple[Target, str]] = []
