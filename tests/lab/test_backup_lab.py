@@ -1,16 +1,24 @@
 """The backup tool and the backup/* suite against the real lab (lab-a, lab-b, lab-c).
 
 Creates only namespaces named ``fc-backup-*`` (labelled with a test run id) and, for the Velero
-checks, two minimal Velero CRDs on lab-c when none exist; removes all of it afterwards.
+checks, two minimal Velero CRDs on lab-c when none exist; removes all of it afterwards.  The
+suite runs create their own run namespaces (``fleetcheck-<run-id>-*``), removed by the suite,
+or by the janitor after the SIGKILL test.
 """
 
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import json
+import os
+import queue
+import re
 import secrets
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,11 +26,14 @@ from typing import Any
 import pytest
 import yaml
 from backupkit import run_cli
+from fclab import CLUSTERS, LAB_IMAGES, core, pytest_cmd, wait_run_gone
 from fleetcheck import kubeconfig as kubeconfig_mod
 from fleetcheck.backup import ExitCode
 from fleetcheck.backup import suite as kit
 from fleetcheck.backup.suite import archive_text_contains
+from fleetcheck.probes import expiry_of
 from fleetcheck.targets import build_api_client
+from kubernetes import watch as k8s_watch
 from labkit import KUBECONFIG, REPO, kubectl
 
 pytestmark = pytest.mark.lab
@@ -329,3 +340,130 @@ def test_velero_check(tmp_path: Path, scratch: list[tuple[str, str]]) -> None:
                 check=False)
         kubectl("lab-c", "delete", "crd", "backups.velero.io",
                 "backupstoragelocations.velero.io", "--ignore-not-found", check=False)
+
+
+# --- SIGKILL during the round trip, then the janitor ----------------------------------------------
+
+def _watch_run_namespaces(rid: str, contexts: list[str], stop: threading.Event
+                          ) -> queue.Queue[tuple[str, str, str, str | None]]:
+    """Watch the namespaces labelled with run ``rid`` on ``contexts`` (one thread each):
+    a queue of (context, event type, name, phase)."""
+    events: queue.Queue[tuple[str, str, str, str | None]] = queue.Queue()
+
+    def follow(ctx: str) -> None:
+        api = core(Path(KUBECONFIG), ctx)
+        while not stop.is_set():
+            stream = k8s_watch.Watch()
+            try:
+                for event in stream.stream(api.list_namespace, timeout_seconds=5,
+                                           label_selector=f"fleetcheck.io/run-id={rid}"):
+                    ns = event["object"]
+                    events.put((ctx, event["type"], ns.metadata.name,
+                                ns.status.phase if ns.status else None))
+                    if stop.is_set():
+                        stream.stop()
+            except Exception as exc:  # noqa: BLE001 - a dropped watch is simply restarted
+                events.put((ctx, "ERROR", str(exc)[:200], None))
+                time.sleep(0.5)
+
+    for ctx in contexts:
+        threading.Thread(target=follow, args=(ctx,), daemon=True).start()
+    return events
+
+
+def test_sigkill_during_roundtrip_then_janitor_deletes_its_namespaces(tmp_path: Path) -> None:
+    """The round trip's sample namespace, its copy and the copy on the next cluster are named,
+    labelled and annotated like probe namespaces: after a SIGKILL (no finally, no end-of-run
+    cleanup) the janitor finds them, as expired once their TTL has passed, and deletes them."""
+    rid = f"fc-backup-kill-{secrets.token_hex(3)}"
+    ttl = 20
+    janitor = [sys.executable, str(REPO / "scripts" / "janitor.py"), f"--kubeconfig={KUBECONFIG}",
+               "--contexts=lab-*"]
+    pattern = re.compile(rf"^fleetcheck-{re.escape(rid)}-rt[0-9a-f]{{6}}c?$")
+    stop = threading.Event()
+    events = _watch_run_namespaces(rid, CLUSTERS, stop)
+    log = tmp_path / "pytest.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    proc = None
+    try:
+        with log.open("w") as out:
+            proc = subprocess.Popen(
+                pytest_cmd("suites/test_backup.py", "-k", "restore-roundtrip",
+                           f"--kubeconfig={KUBECONFIG}", "--contexts=lab-*",
+                           "--expectations=scripts/lab/expectations.yaml", *LAB_IMAGES,
+                           f"--run-id={rid}", f"--probe-ttl={ttl}",
+                           f"--report-dir={tmp_path / 'report'}", "-q"),
+                cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
+        # kill once the sample, its copy and the copy on the next cluster all exist (the
+        # check is then restoring into the next cluster; its finally has not run)
+        live: set[tuple[str, str]] = set()
+        deadline = time.monotonic() + 300
+        while len(live) < 3:
+            try:
+                ctx, kind, name, phase = events.get(timeout=1)
+            except queue.Empty:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    proc.kill()
+                    proc.wait(timeout=30)
+                    raise AssertionError(f"the round-trip namespaces never all existed "
+                                         f"(seen: {sorted(live)}):\n{log.read_text()}") from None
+                continue
+            if kind == "DELETED" or phase == "Terminating":
+                live.discard((ctx, name))
+            elif kind in ("ADDED", "MODIFIED"):
+                live.add((ctx, name))
+        proc.kill()
+        proc.wait(timeout=30)
+        stop.set()
+
+        # SIGKILL: nothing was cleaned up; all are the run's, named after it, with an expiry
+        left = {ctx: {ns.metadata.name: ns for ns in
+                      core(Path(KUBECONFIG), ctx).list_namespace(
+                          label_selector=f"fleetcheck.io/run-id={rid}").items}
+                for ctx in CLUSTERS}
+        left = {ctx: names for ctx, names in left.items() if names}
+        found = {(ctx, name) for ctx, names in left.items() for name in names}
+        assert live <= found, (live, found, log.read_text())
+        (source,) = {name for _, name in found if not name.endswith("c")}
+        home = {ctx for ctx, name in found if name == f"{source}c"}
+        assert len(home) == 1, found
+        (ctx_a,) = home
+        peers = {ctx for ctx, name in found if name == source} - home
+        assert found == {(ctx_a, source), (ctx_a, f"{source}c"),
+                         *((p, source) for p in peers)} and len(peers) == 1, found
+        expiries = []
+        for ctx, names in left.items():
+            for name, ns in names.items():
+                assert pattern.match(name), name
+                labels = ns.metadata.labels or {}
+                assert labels.get("app.kubernetes.io/managed-by") == "fleetcheck", (ctx, labels)
+                assert labels.get("fleetcheck.io/run-id") == rid, (ctx, labels)
+                assert ns.status.phase == "Active", (ctx, name, ns.status.phase)
+                expires = expiry_of(ns)
+                assert expires is not None, (ctx, name, ns.metadata.annotations)
+                expiries.append(expires)
+
+        # once expired, the janitor's --all-expired would delete each (dry run: other runs'
+        # expired namespaces on the shared lab are not ours to delete here) ...
+        wait = (max(expiries) - dt.datetime.now(dt.UTC)).total_seconds() + 2
+        assert wait <= ttl + 2, expiries
+        time.sleep(max(0.0, wait))
+        dry = subprocess.run([*janitor, "--all-expired", "--dry-run"], capture_output=True,
+                             text=True, timeout=120, check=False)
+        assert dry.returncode == 0, dry
+        for ctx, name in found:
+            assert f"{ctx}: would delete {name} (run {rid}, expired" in dry.stdout, dry.stdout
+        # ... and --run-id deletes all of them
+        done = subprocess.run([*janitor, "--run-id", rid], capture_output=True, text=True,
+                              timeout=120, check=False)
+        assert done.returncode == 0, done
+        for ctx, name in found:
+            assert f"{ctx}: deleted {name} (run {rid}" in done.stdout, done.stdout
+        assert wait_run_gone(Path(KUBECONFIG), rid, CLUSTERS, timeout=180) == {}
+    finally:
+        stop.set()
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+        subprocess.run([*janitor, "--run-id", rid], capture_output=True, timeout=120,
+                       check=False)
