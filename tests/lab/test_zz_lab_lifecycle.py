@@ -24,15 +24,22 @@ def _lab_processes() -> list[int]:
     return sorted(host.lab_pids())
 
 
+def _daemon_pids() -> dict[str, str]:
+    """The lab's daemons and their pids, from its pid files."""
+    return {p.name: p.read_text().strip()
+            for p in sorted(Path("/run/fleetcheck-lab/pids").glob("*.pid"))}
+
+
 def test_up_is_idempotent_when_healthy():
     assert lab("up").returncode == 0
-    before = _lab_processes()
+    before = _daemon_pids()
+    assert len(before) >= 20
     t = time.monotonic()
     proc = lab("up")
     assert proc.returncode == 0, proc.stderr
     assert "already up and healthy" in proc.stdout
     assert time.monotonic() - t < 30
-    assert _lab_processes() == before, "a second `up` on a healthy lab must not restart it"
+    assert _daemon_pids() == before, "a second `up` on a healthy lab must not restart it"
 
 
 def test_status_shows_a_dead_component():
