@@ -47,6 +47,12 @@ from topology import (
 
 HERE = Path(__file__).resolve().parent
 T0 = time.monotonic()
+# Go may be installed without being on a non-login shell's PATH
+if not shutil.which("go"):
+    for d in ("/usr/local/go/bin", str(Path.home() / "go" / "bin")):
+        if (Path(d) / "go").exists():
+            os.environ["PATH"] = f"{os.environ.get('PATH', '')}:{d}"
+            break
 
 
 def log(msg: str) -> None:
