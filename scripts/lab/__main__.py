@@ -338,8 +338,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="scripts/lab", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clusters", default=os.environ.get("FLEETCHECK_LAB_CLUSTERS"),
-                        help=f"NAME[:NODES],... (default {DEFAULT_CLUSTERS}, or the running "
-                             "lab's; env FLEETCHECK_LAB_CLUSTERS)")
+                        help=f"NAME[:NODES],... (env FLEETCHECK_LAB_CLUSTERS; `up` defaults to "
+                             f"{DEFAULT_CLUSTERS}, other commands to the running lab's)")
     sub = parser.add_subparsers(dest="cmd", required=True)
     up = sub.add_parser("up", help="start the lab (idempotent; cleans leftovers first)")
     up.add_argument("--force", action="store_true", help="restart even if healthy")
@@ -358,7 +358,10 @@ def main() -> int:
     args = parser.parse_args()
     if os.geteuid() != 0 and args.cmd not in ("kubeconfig",):
         parser.error("the lab needs root (network namespaces, cgroups, mounts)")
-    spec = args.clusters or saved_spec() or DEFAULT_CLUSTERS
+    # `up` makes the lab it is asked for (default: the standard one); the other commands act
+    # on the lab that is up
+    spec = args.clusters or (DEFAULT_CLUSTERS if args.cmd == "up" else
+                             saved_spec() or DEFAULT_CLUSTERS)
     try:
         clusters = parse_clusters(spec)
     except ValueError as e:
