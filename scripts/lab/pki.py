@@ -28,6 +28,21 @@ def _write(path: Path, data: bytes, private: bool = False) -> None:
     path.chmod(0o600 if private else 0o644)
 
 
+def _builder(subject: x509.Name, issuer: x509.Name, key: ec.EllipticCurvePrivateKey,
+             validity: dt.timedelta, *, ca: bool) -> x509.CertificateBuilder:
+    """What every lab certificate has: names, key, serial, validity (5 min back-dated)."""
+    now = dt.datetime.now(dt.UTC)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject).issuer_name(issuer)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + validity)
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+
+
 def key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                              serialization.NoEncryption())
@@ -44,16 +59,9 @@ class CA:
                  validity: dt.timedelta = VALIDITY) -> None:
         self.dir = directory
         self.key = _key()
-        now = dt.datetime.now(dt.UTC)
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
         self.cert = (
-            x509.CertificateBuilder()
-            .subject_name(name).issuer_name(name)
-            .public_key(self.key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + validity)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            _builder(name, name, self.key, validity, ca=True)
             .add_extension(x509.KeyUsage(True, False, False, False, False, True, True, False,
                                          False), critical=True)
             .sign(self.key, hashes.SHA256())
@@ -66,7 +74,6 @@ class CA:
               client: bool = True, validity: dt.timedelta = VALIDITY) -> tuple[Path, Path]:
         """Issue ``<name>.crt``/``<name>.key``; returns their paths."""
         key = _key()
-        now = dt.datetime.now(dt.UTC)
         subject = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in orgs]
         subject.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
         usages = []
@@ -75,13 +82,7 @@ class CA:
         if client:
             usages.append(ExtendedKeyUsageOID.CLIENT_AUTH)
         builder = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name(subject)).issuer_name(self.cert.subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + validity)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            _builder(x509.Name(subject), self.cert.subject, key, validity, ca=False)
             .add_extension(x509.KeyUsage(True, False, True, False, False, False, False, False,
                                          False), critical=True)
             .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
