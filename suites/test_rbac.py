@@ -18,7 +18,8 @@ import pytest
 from fleetcheck import CheckInfo, Evidence, Target, Unknown
 from fleetcheck.fleet import FleetRun
 from fleetcheck.rbac import access as access_mod
-from fleetcheck.rbac import api
+from fleetcheck.rbac import allowlist as allow_mod
+from fleetcheck.rbac import api, discovery
 from fleetcheck.rbac import certs as certs_mod
 from fleetcheck.rbac import risky as risky_mod
 from fleetcheck.rbac import tokens as tokens_mod
@@ -37,7 +38,8 @@ def test_identity(target: Target, fleet: FleetRun, check: CheckInfo, evidence: E
     """Who the context authenticates as (SelfSubjectReview v1, else v1beta1/v1alpha1; on
     servers with none, the client certificate's CN/O, marked as unconfirmed), recorded for the
     audit.  Non-conformant when ``rbac.identity`` (username glob) or ``rbac.groups`` (each glob
-    must match a group) do not match."""
+    must match a group) do not match; skipped (the identity still recorded) when the
+    expectations give neither."""
     rbac = expectations["rbac"]
     identity = api.self_subject_review(target.api_client, target.timeout)
     if identity is None:
@@ -62,7 +64,9 @@ def test_identity(target: Target, fleet: FleetRun, check: CheckInfo, evidence: E
     wanted_user = rbac.get("identity")
     wanted_groups = list(rbac.get("groups") or [])
     if not (wanted_user or wanted_groups):
-        return
+        pytest.skip(f"the expectations give no rbac.identity or rbac.groups for context "
+                    f"{target.name}: nothing to compare the identity with (recorded as "
+                    "evidence)")
     if not identity.known:
         raise Unknown(f"cannot tell who {target.name} authenticates as ({identity.method}), "
                       "so rbac.identity/groups cannot be compared")
@@ -81,6 +85,22 @@ def test_identity(target: Target, fleet: FleetRun, check: CheckInfo, evidence: E
                   observed=f"{'; '.join(problems)} [{identity.method}]")
 
 
+def _require_served(target: Target, evidence: Evidence, accesses: list[Access],
+                    key: str) -> None:
+    """Unknown when a tuple names a resource, subresource or API group the server does not
+    serve (API discovery): its review would be denied whatever the RBAC, so a misspelling
+    would pass as a deny."""
+    try:
+        served = discovery.served(target.api_client, target.timeout)
+    except discovery.DiscoveryError as exc:
+        evidence.text("API discovery", f"not read ({exc}): the tuples' resources were not "
+                      "checked against what the server serves")
+        return
+    problems = discovery.entry_problems(served, accesses, key, target.server)
+    if problems:
+        raise Unknown(" | ".join(problems))
+
+
 def _access_check(target: Target, check: CheckInfo, evidence: Evidence, expectations: dict,
                   key: str) -> None:
     allowed = key == "allow"
@@ -88,6 +108,7 @@ def _access_check(target: Target, check: CheckInfo, evidence: Evidence, expectat
     if not entries:
         pytest.skip(f"the expectations give no rbac.{key} tuples for context {target.name}")
     accesses = [Access.parse(e) for e in entries]
+    _require_served(target, evidence, accesses, key)
     decisions = api.access_reviews(target.api_client, accesses, target.timeout)
     evidence.table(
         f"SelfSubjectAccessReview: {key} expectations of {target.name} as {_who(target)}",
@@ -117,7 +138,9 @@ def _access_check(target: Target, check: CheckInfo, evidence: Evidence, expectat
 def test_expected_allow(target: Target, check: CheckInfo, evidence: Evidence,
                         expectations: dict) -> None:
     """Every ``rbac.allow`` tuple (verb, resource[/subresource], namespace or cluster-wide,
-    group, name) is allowed, asked with a SelfSubjectAccessReview each; one table per context."""
+    group, name) is allowed, asked with a SelfSubjectAccessReview each; one table per context.
+    A tuple naming a resource the server does not serve (API discovery) makes the check
+    ``unknown``, naming the entry."""
     _access_check(target, check, evidence, expectations, "allow")
 
 
@@ -125,7 +148,8 @@ def test_expected_allow(target: Target, check: CheckInfo, evidence: Evidence,
 def test_expected_deny(target: Target, check: CheckInfo, evidence: Evidence,
                        expectations: dict) -> None:
     """Every ``rbac.deny`` tuple is denied (SelfSubjectAccessReview each); one table per
-    context."""
+    context.  A tuple naming a resource the server does not serve (API discovery) makes the
+    check ``unknown``, naming the entry: a misspelt resource is never "denied"."""
     _access_check(target, check, evidence, expectations, "deny")
 
 
@@ -139,7 +163,8 @@ def test_namespace_access(target: Target, fleet: FleetRun, check: CheckInfo, evi
     """For every namespace of the cluster (plus those the expectations name), may the identity
     list pods, create pods, get secrets there; a matrix.  Listing pods must be allowed in
     ``rbac.namespaces`` globs and denied in ``rbac.forbidden_namespaces`` globs (``namespaces``
-    wins where both match)."""
+    wins where both match).  Skipped, with the matrix recorded, when the expectations give
+    neither."""
     rbac = expectations["rbac"]
     allowed_globs = list(rbac.get("namespaces") or [])
     forbidden_globs = list(rbac.get("forbidden_namespaces") or [])
@@ -177,6 +202,10 @@ def test_namespace_access(target: Target, fleet: FleetRun, check: CheckInfo, evi
     evidence.table(f"namespace access matrix of {target.name} as {_who(target)}",
                    ["namespace", "list pods", "create pods", "get secrets", "list pods expected",
                     "result"], rows)
+    if not (allowed_globs or forbidden_globs):
+        pytest.skip(f"the expectations give no rbac.namespaces or rbac.forbidden_namespaces "
+                    f"for context {target.name}: nothing to compare the matrix with (recorded "
+                    "as evidence)")
     check.require(
         not problems,
         expected=(f"{_who(target)} may list pods in namespaces matching "
@@ -189,12 +218,23 @@ def test_namespace_access(target: Target, fleet: FleetRun, check: CheckInfo, evi
 @pytest.mark.check("rbac/risky-bindings", level="required")
 def test_risky_bindings(target: Target, fleet: FleetRun, check: CheckInfo, evidence: Evidence,
                         expectations: dict) -> None:
-    """No subject is bound (RoleBinding/ClusterRoleBinding) to wildcard, escalate, bind,
-    impersonate, secrets read, nodes/proxy or cluster-wide pods/exec rules, or to
-    cluster-admin, outside ``rbac.risky_allowlist`` (default: the ``system:*`` and
-    ``cluster-admin`` bootstrap bindings).  Needs list on (cluster)roles and
-    (cluster)rolebindings; ``unknown`` when no selected context of the cluster has it."""
-    allowlist = list(expectations["rbac"].get("risky_allowlist") or [])
+    """No subject is bound (RoleBinding/ClusterRoleBinding) to risky rules -- cluster-admin,
+    wildcards, escalate, bind, impersonate, secrets reads, minting ServiceAccount tokens,
+    exec/attach/ephemeral containers cluster-wide or in kube-system, nodes/proxy, approving
+    CSRs, changing admission webhooks or policies -- unless it is a Kubernetes bootstrap
+    binding (exact binding, roleRef and subject; ``rbac.trust_bootstrap``, default on) or
+    ``rbac.risky_allowlist`` names its identity.  Anything risky granted to
+    system:authenticated, system:unauthenticated or system:serviceaccounts[:<ns>] is a finding
+    unless an entry names that group exactly.  Each finding names its rules (see
+    :mod:`fleetcheck.rbac.risky`).  Needs list on (cluster)roles and (cluster)rolebindings;
+    ``unknown`` when no selected context of the cluster has it."""
+    rbac = expectations["rbac"]
+    texts = list(rbac.get("risky_allowlist") or [])
+    trust_bootstrap = bool(rbac.get("trust_bootstrap", True))
+    try:
+        entries = allow_mod.parse(texts)
+    except allow_mod.AllowlistError as exc:
+        raise Unknown(f"expectations {exc}; fix the expectations file") from None
     reader = api.first_capable(fleet, target, api.READ_RBAC)
     if reader is None:
         raise Unknown(f"{_who(target)} ({target.name}) may not list roles, clusterroles, "
@@ -205,23 +245,32 @@ def test_risky_bindings(target: Target, fleet: FleetRun, check: CheckInfo, evide
     except api.Forbidden as exc:
         raise Unknown(f"{reader.name}: {exc}") from None
     findings = risky_mod.analyse(objects.cluster_roles, objects.roles,
-                                 objects.cluster_role_bindings, objects.role_bindings, allowlist)
+                                 objects.cluster_role_bindings, objects.role_bindings, entries,
+                                 trust_bootstrap=trust_bootstrap)
     bad = [f for f in findings if f.allowed_by is None]
+    accepted = [f for f in findings if f.allowed_by is not None]
+    trusted = ("Kubernetes bootstrap bindings (exact binding, roleRef and subject)"
+               if trust_bootstrap else "no bootstrap bindings (rbac.trust_bootstrap: false)")
     evidence.text("source", f"RBAC objects read through {reader.name}"
                   + ("" if reader is target else
                      f" (same API server; {target.name} as {_who(target)} may not list them)")
                   + "\n" + ", ".join(f"{n} {k}" for k, n in objects.counts())
-                  + f"\nallowlist: {', '.join(allowlist) or '(empty)'}")
-    headers = ["subject", "binding", "role", "risky because", "rule(s)"]
+                  + f"\ntrusted: {trusted}"
+                  + f"\nallowlist: {', '.join(texts) or '(empty)'}"
+                  + "".join(f"\n  ({e.text!r}: former default, now covered by the bootstrap "
+                            "identities; matches nothing)" for e in entries if e.legacy_default))
+    headers = ["subject", "binding", "role", "risky because (rules)", "RBAC rule(s)"]
     evidence.table(f"risky bindings outside the allowlist ({len(bad)})", headers,
                    [f.row() for f in bad])
-    evidence.table(f"risky bindings allowed by the allowlist ({len(findings) - len(bad)})",
-                   ["allowlist entry", *headers[:4]],
-                   [(f.allowed_by, *f.row()[:4]) for f in findings if f.allowed_by])
+    evidence.table(f"risky bindings accepted ({len(accepted)})",
+                   ["accepted by", *headers[:4]], [(f.allowed_by, *f.row()[:4]) for f in accepted])
+    evidence.table("rules named above", ["rule", "what it grants"],
+                   risky_mod.rules_legend(findings))
     check.require(
         not bad,
-        expected="no subject bound to risky rules outside the allowlist "
-                 f"({', '.join(allowlist) or 'empty'})",
+        expected="no subject bound to risky rules outside "
+                 + ("the Kubernetes bootstrap bindings and " if trust_bootstrap else "")
+                 + f"the allowlist ({', '.join(texts) or 'empty'})",
         observed=f"{len(bad)} finding(s): " + " | ".join(f.render() for f in bad[:10])
                  + (" | ..." if len(bad) > 10 else ""),
     )
