@@ -1,8 +1,10 @@
 """The rbac/* suite against the real lab, with the faults it must catch injected.
 
-Creates only objects named ``fc-rbac-*`` (a RoleBinding in team-a, a ServiceAccount and a
-ClusterRoleBinding) and client certificates in tmp_path (signed by a lab CA, or by a CA of
-our own); every fault is undone in a ``finally``.  Each run's report directory (and output) is
+Creates only objects named ``fc-rbac-*`` (a RoleBinding in team-a, ServiceAccounts, a Role
+and RoleBinding in kube-system, a ClusterRoleBinding), the ClusterRoleBinding
+``system:anything`` (cluster-admin for system:authenticated: run lab tests under
+``flock /tmp/fclab.lock``) and client certificates in tmp_path (signed by a lab CA, or by a CA
+of our own); every fault is undone in a ``finally``.  Each run's report directory (and output) is
 searched for credentials: kubeconfig key/certificate data, PEM blocks, JWTs.
 """
 
@@ -260,7 +262,7 @@ def test_cluster_admin_serviceaccount_fails_risky_bindings(
         got, message = verdict(records, "rbac/risky-bindings", context)
         assert got == "non-conformant", message
         assert (f"observed 1 finding(s): {subject} via ClusterRoleBinding {binding} -> "
-                "ClusterRole cluster-admin: cluster-admin, wildcard verbs") in message
+                "ClusterRole cluster-admin: cluster-admin, wildcard-verbs") in message
         assert "verbs=[*] apiGroups=[*] resources=[*]" in message
     table = next(e["content"] for e in records[("rbac/risky-bindings", "lab-c")]["evidence"]
                  if e["name"].startswith("risky bindings outside the allowlist (1)"))
@@ -290,8 +292,11 @@ def test_certificate_expiring_tomorrow_fails_credential_expiry(tmp_path: Path) -
     assert (f"observed certificate CN=fc-rbac:expiring expires on "
             f"{expires.strftime('%Y-%m-%d %H:%M:%S')} UTC") in message
     assert "within the horizon of 30 days" in message
-    # it authenticates: the server accepts it today
-    assert verdict(records, "rbac/identity", context)[0] == "conformant"
+    # it authenticates (the server accepts it today): recorded, and with no rbac.identity or
+    # rbac.groups expected the identity check is skipped, not a vacuous pass
+    got, message = verdict(records, "rbac/identity", context)
+    assert got == "skipped", message
+    assert "the expectations give no rbac.identity or rbac.groups" in message
     ev = {e["name"]: e["content"] for e in records[("rbac/identity", context)]["evidence"]}
     assert "username: fc-rbac:expiring" in ev["identity"]
     assert_no_credentials(report, output, [kubeconfig])
@@ -312,6 +317,119 @@ def test_rejected_credentials_make_every_rbac_check_unknown(tmp_path: Path) -> N
         # the other context of the same run (same cluster, trusted CA) is measured normally
         got, message = verdict(records, check_id, "fc-rbac-ok@lab-a")
         assert "rejected" not in message, message
-    for check_id in ("rbac/identity", "rbac/credential-expiry", "rbac/namespace-access"):
-        assert verdict(records, check_id, "fc-rbac-ok@lab-a")[0] == "conformant", check_id
+    assert verdict(records, "rbac/credential-expiry", "fc-rbac-ok@lab-a")[0] == "conformant"
+    # nothing expected (default expectations): skipped with the reason, evidence recorded
+    for check_id, keys in (("rbac/identity", "rbac.identity or rbac.groups"),
+                           ("rbac/namespace-access",
+                            "rbac.namespaces or rbac.forbidden_namespaces")):
+        got, message = verdict(records, check_id, "fc-rbac-ok@lab-a")
+        assert got == "skipped", (check_id, message)
+        assert f"the expectations give no {keys} for context fc-rbac-ok@lab-a" in message
+        assert records[(check_id, "fc-rbac-ok@lab-a")]["evidence"], check_id
     assert_no_credentials(report, output, [kubeconfig])
+
+
+# --- risky bindings by identity and rule; expectations naming what is not served ---------
+
+def _risky_table(records: dict, context: str) -> str:
+    return next(e["content"] for e in records[("rbac/risky-bindings", context)]["evidence"]
+                if e["name"].startswith("risky bindings outside the allowlist"))
+
+
+def test_binding_named_system_anything_for_all_authenticated_fails_risky_bindings(
+        tmp_path: Path) -> None:
+    """A binding's name is chosen by whoever creates it: ``system:anything`` granting
+    cluster-admin to every authenticated user is a finding naming its rules."""
+    binding = "system:anything"
+    try:
+        apply("lab-a", {"apiVersion": "rbac.authorization.k8s.io/v1",
+                        "kind": "ClusterRoleBinding", "metadata": {"name": binding},
+                        "roleRef": {"apiGroup": "rbac.authorization.k8s.io",
+                                    "kind": "ClusterRole", "name": "cluster-admin"},
+                        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group",
+                                      "name": "system:authenticated"}]})
+        report, records, output = run_rbac(tmp_path, "lab-a,lab-b", select="risky_bindings",
+                                           tag="anything")
+    finally:
+        kubectl("lab-a", "delete", "clusterrolebinding", binding, "--ignore-not-found",
+                check=False)
+    assert verdict(records, "rbac/risky-bindings", "lab-b")[0] == "conformant"
+    got, message = verdict(records, "rbac/risky-bindings", "lab-a")
+    assert got == "non-conformant", message
+    assert ("observed 1 finding(s): Group:system:authenticated via ClusterRoleBinding "
+            "system:anything -> ClusterRole cluster-admin: broad-group, cluster-admin, "
+            "wildcard-verbs") in message
+    assert "Group:system:authenticated" in _risky_table(records, "lab-a")
+    legend = next(e["content"] for e in records[("rbac/risky-bindings", "lab-a")]["evidence"]
+                  if e["name"] == "rules named above")
+    assert "broad-group" in legend and "system:authenticated" in legend
+    # the genuine bootstrap binding is accepted by identity, and said so
+    accepted = next(e["content"] for e in records[("rbac/risky-bindings", "lab-a")]["evidence"]
+                    if e["name"].startswith("risky bindings accepted"))
+    assert "Kubernetes bootstrap binding (ClusterRoleBinding cluster-admin -> cluster-admin)" \
+        in accepted
+    assert_no_credentials(report, output, [Path(KUBECONFIG)])
+
+
+def test_serviceaccount_minting_tokens_in_kube_system_fails_risky_bindings(
+        tmp_path: Path) -> None:
+    """A ServiceAccount whose Role lets it create serviceaccounts/token in kube-system can
+    become any ServiceAccount there: a finding named mint-serviceaccount-tokens."""
+    name = f"fc-rbac-minter-{secrets.token_hex(3)}"
+    rbac_v1 = "rbac.authorization.k8s.io/v1"
+    try:
+        apply("lab-b",
+              {"apiVersion": "v1", "kind": "ServiceAccount",
+               "metadata": {"name": name, "namespace": "kube-system"}},
+              {"apiVersion": rbac_v1, "kind": "Role",
+               "metadata": {"name": name, "namespace": "kube-system"},
+               "rules": [{"apiGroups": [""], "resources": ["serviceaccounts/token"],
+                          "verbs": ["create"]}]},
+              {"apiVersion": rbac_v1, "kind": "RoleBinding",
+               "metadata": {"name": name, "namespace": "kube-system"},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                           "name": name},
+               "subjects": [{"kind": "ServiceAccount", "name": name,
+                             "namespace": "kube-system"}]})
+        report, records, output = run_rbac(tmp_path, "lab-b,viewer@lab-b",
+                                           select="risky_bindings", tag="minter")
+    finally:
+        for kind in ("rolebinding", "role", "serviceaccount"):
+            kubectl("lab-b", "delete", kind, name, "-n", "kube-system", "--ignore-not-found",
+                    check=False)
+    finding = (f"ServiceAccount:kube-system/{name} via RoleBinding kube-system/{name} -> "
+               f"Role kube-system/{name}: mint-serviceaccount-tokens "
+               '[verbs=[create] apiGroups=[""] resources=[serviceaccounts/token]]')
+    for context in ("lab-b", "viewer@lab-b"):
+        got, message = verdict(records, "rbac/risky-bindings", context)
+        assert got == "non-conformant", message
+        assert f"observed 1 finding(s): {finding}" in message
+    table = _risky_table(records, "lab-b")
+    assert "mint-serviceaccount-tokens" in table and name in table
+    assert_no_credentials(report, output, [Path(KUBECONFIG)])
+
+
+def test_misspelled_resource_in_expectations_is_unknown_naming_the_entry(
+        tmp_path: Path) -> None:
+    """``podz`` is not "denied": the server does not serve it, so the deny tuple measures
+    nothing; the check is unknown and names the expectations entry."""
+    expectations = tmp_path / "expectations.yaml"
+    expectations.write_text(yaml.safe_dump({"version": 1, "contexts": [{
+        "match": "viewer@lab-a",
+        "rbac": {"allow": [{"verb": "list", "resource": "pods"},
+                           {"verb": "get", "resource": "pods/logz", "namespace": "team-a"}],
+                 "deny": [{"verb": "create", "resource": "pods", "namespace": "default"},
+                          {"verb": "get", "resource": "podz", "namespace": "default"}]}}]}))
+    server = next(c["cluster"]["server"] for c in yaml.safe_load(
+        Path(KUBECONFIG).read_text())["clusters"] if c["name"] == "lab-a")
+    _, records, _ = run_rbac(tmp_path, "viewer@lab-a", expectations=expectations,
+                             select="expected_allow or expected_deny", tag="typo")
+    got, message = verdict(records, "rbac/expected-deny", "viewer@lab-a")
+    assert got == "unknown", message
+    assert (f"expectations rbac.deny[1]: resource 'podz' is not served by {server} "
+            "(API discovery); fix the expectations file") in message
+    assert "rbac.deny[0]" not in message
+    got, message = verdict(records, "rbac/expected-allow", "viewer@lab-a")
+    assert got == "unknown", message
+    assert (f"expectations rbac.allow[1]: subresource 'logz' of 'pods' is not served by "
+            f"{server} (API discovery)") in message
