@@ -7,7 +7,7 @@ import time
 
 import pytest
 import urllib3
-from fleetcheck import CheckInfo, Evidence, Pair, Target, Unknown, netprobe, workloads
+from fleetcheck import CheckInfo, Evidence, Pair, Target, Unknown, leases, netprobe, workloads
 from fleetcheck.netprobe import HttpResult
 from fleetcheck.preflight import describe_error, raw_get
 from kubernetes.client.exceptions import ApiException
@@ -35,6 +35,7 @@ def test_api_ready(target: Target, check: CheckInfo, evidence: Evidence, expecta
         f"server: {target.server}\nstatus: {status}\nelapsed: {elapsed:.3f}s\nbody: {body}",
     )
     evidence.text("server version", f"{target.version or 'unknown'}")
+    _forbidden_is_unknown(target, "/readyz", status, body)
     check.require(
         status == 200 and body.strip() == "ok" and elapsed <= timeout,
         expected=f"GET /readyz -> HTTP 200 'ok' within {timeout:g}s",
@@ -49,7 +50,8 @@ def test_version_skew(target: Target, fleet, check: CheckInfo, evidence: Evidenc
     """The server version is in the supported range, and the fleet's minor versions are
     within the configured spread of each other."""
     fleet_exp = fleet.expectations.fleet
-    minimum = fleet_exp.get("min_version") or expectations["connectivity"]["min_version"]
+    # a context's own connectivity.min_version (file defaults or a contexts entry) wins
+    minimum = expectations["connectivity"].get("min_version") or fleet_exp["min_version"]
     bound = int(fleet_exp.get("max_minor_skew", 1))
     versions = {name: t.version for name, t in fleet.targets.items() if t.version}
     evidence.table("server versions", ["context", "version"],
@@ -72,6 +74,14 @@ def test_version_skew(target: Target, fleet, check: CheckInfo, evidence: Evidenc
         observed=f"{highest[0]} runs {versions[highest[0]]}, {lowest[0]} runs "
                  f"{versions[lowest[0]]} (spread {spread})",
     )
+
+
+def _forbidden_is_unknown(target: Target, path: str, status: int, body: str) -> None:
+    """HTTP 401/403: the identity may not read ``path``, so readiness was not measured."""
+    if status in (401, 403):
+        raise Unknown(f"GET {path} answered HTTP {status}: identity "
+                      f"{target.username or target.user_name!r} may not read it, so the "
+                      f"server's readiness was not measured ({body.strip()[:200]!r})")
 
 
 def parse_version(text: str) -> tuple[int, int, int]:
@@ -114,21 +124,37 @@ def _verbose_health(target: Target, path: str, evidence: Evidence) -> tuple[int,
         raise Unknown(f"GET {path}?verbose failed: {describe_error(exc, target.server)}") \
             from None
     evidence.text(f"GET {path}?verbose -> {status}", body)
+    _forbidden_is_unknown(target, f"{path}?verbose", status, body)
     failed = [line[3:].strip() for line in body.splitlines() if line.startswith("[-]")]
     return status, failed
 
 
 @pytest.mark.check("connectivity/control-plane", level="required")
-def test_control_plane(target: Target, check: CheckInfo, evidence: Evidence) -> None:
+def test_control_plane(target: Target, check: CheckInfo, evidence: Evidence,
+                       expectations: dict) -> None:
     """Every ``/readyz?verbose`` and ``/livez?verbose`` sub-check (etcd, informers,
-    post-start hooks, ...) is ok."""
+    post-start hooks, ...) is ok, and the components that make the cluster work are alive:
+    the leader-election Leases of ``connectivity.control_plane_leases`` (default
+    kube-scheduler and kube-controller-manager in kube-system) are held and renewed within
+    their duration (measured against the API server's clock).  A Lease that does not exist
+    (leader election off, a managed control plane that hides it) is reported, and is
+    non-conformant only with ``connectivity.require_control_plane_leases: true``."""
+    conn = expectations["connectivity"]
     problems = []
     for path in ("/readyz", "/livez"):
         status, failed = _verbose_health(target, path, evidence)
         if status != 200 or failed:
             problems.append(f"{path}: HTTP {status}" + (f", failing: {'; '.join(failed)}"
                                                          if failed else ""))
-    check.require(not problems, expected="/readyz and /livez: every sub-check ok",
+    names = list(conn.get("control_plane_leases") or [])
+    rows, lease_problems = leases.assess(target, names,
+                                         bool(conn.get("require_control_plane_leases")))
+    if names:
+        evidence.table("leader-election leases", ["lease", "holder", "renewed", "age",
+                                                  "duration", "state"], rows)
+    problems += lease_problems
+    check.require(not problems, expected="/readyz and /livez: every sub-check ok; "
+                  + (f"leases {', '.join(names)} held and fresh" if names else "no leases"),
                   observed="; ".join(problems))
 
 
@@ -150,13 +176,41 @@ def _echo_answer(check: CheckInfo, result: HttpResult, expected_cluster: str,
 
 
 @pytest.mark.check("connectivity/pod-to-pod", level="required")
-def test_pod_to_pod(target: Target, probes, check: CheckInfo, expectations: dict) -> None:
-    """A probe pod reaches another pod (the echo server) by its pod IP over TCP/HTTP."""
-    server = workloads.echo(probes)
+def test_pod_to_pod(target: Target, probes, check: CheckInfo, evidence: Evidence,
+                    expectations: dict) -> None:
+    """A probe pod reaches echo pods by pod IP over TCP/HTTP: one on its own node and, where
+    the cluster has more than one schedulable node, one on another node (placed there
+    deliberately); the evidence names the nodes of both ends."""
+    client = probes.curl
+    client_node = client.pod().spec.node_name
+    targets = workloads.pod_targets(probes, client_node)
     timeout = float(expectations["connectivity"]["tcp_timeout_s"])
-    result = netprobe.http_get(probes.curl, server.pod_url(), timeout)
-    _echo_answer(check, result, target.name, f"pod {server.namespace}/fc-echo by pod IP")
-    _latency_ok(check, expectations, "TCP connect to a pod", result.connect_ms)
+    if not any(t.relation == "other node" for t in targets):
+        evidence.text("nodes", f"{target.name} has one schedulable node ({client_node}): "
+                      "only the same-node path can be measured")
+    rows, failures, slow = [], [], []
+    limit = expectations["connectivity"].get("max_latency_ms")
+    for t in targets:
+        result = netprobe.http_get(client, t.url(), timeout)
+        served = result.json().get("cluster")
+        ok = result.ok and served == target.cluster_id
+        rows.append([t.relation, client_node, f"{t.pod} on {t.node}", t.pod_ip,
+                     result.describe() if ok else f"FAIL: {result.describe()}"])
+        if not ok:
+            failures.append(f"{t.relation} ({client_node} -> {t.node}): {result.describe()}"
+                            + (f"; answered by cluster {served!r}" if result.ok else ""))
+        elif limit is not None and result.connect_ms is not None \
+                and result.connect_ms > float(limit):
+            slow.append(f"{t.relation} ({client_node} -> {t.node}): {result.connect_ms:.0f} ms")
+    evidence.table("pod-to-pod paths", ["path", "from node", "to pod", "pod IP", "result"],
+                   rows)
+    check.require(
+        not failures,
+        expected=f"HTTP 2xx from the echo pods of {target.cluster_id} by pod IP, "
+                 + " and ".join(f"{t.relation} ({client_node} -> {t.node})" for t in targets),
+        observed="; ".join(failures))
+    check.require(not slow, expected=f"TCP connect to a pod within {limit} ms",
+                  observed="; ".join(slow))
 
 
 @pytest.mark.check("connectivity/pod-to-service", level="required")
@@ -167,7 +221,8 @@ def test_pod_to_service(target: Target, probes, check: CheckInfo, evidence: Evid
     server = workloads.echo(probes)
     timeout = float(expectations["connectivity"]["tcp_timeout_s"])
     result = netprobe.http_get(probes.curl, server.service_url(), timeout)
-    _echo_answer(check, result, target.name, f"service {server.namespace}/fc-echo by ClusterIP")
+    _echo_answer(check, result, target.cluster_id,
+                 f"service {server.namespace}/fc-echo by ClusterIP")
     _latency_ok(check, expectations, "TCP connect to a service", result.connect_ms)
     failures, rows = [], []
     for svc in expectations["connectivity"]["services"]:
@@ -212,11 +267,18 @@ def _cross_cluster(pair: Pair, fleet, probes, check: CheckInfo, expectations: di
     if not fleet.expectations.fleet.get("flat_networking"):
         pytest.skip("the fleet does not declare flat networking "
                     "(expectations: fleet.flat_networking)")
-    server = workloads.echo(fleet.probes(pair.target.name))
+    dst = fleet.probes(pair.target.name)
+    server = workloads.echo(dst)
     url = server.pod_url() if by == "pod IP" else server.service_url()
     timeout = float(expectations["connectivity"]["tcp_timeout_s"])
+    if by == "ClusterIP":
+        ready = workloads.ready_endpoint_ips(dst, workloads.ECHO, server.namespace)
+        if not ready:
+            raise Unknown(f"service {server.namespace}/{workloads.ECHO} on {pair.target.name} "
+                          "has no ready endpoints (EndpointSlices), so the cross-cluster path "
+                          "to it cannot be measured")
     result = netprobe.http_get(probes.curl, url, timeout)
-    _echo_answer(check, result, pair.target.name,
+    _echo_answer(check, result, pair.target.cluster_id,
                  f"{pair.source.name} -> echo of {pair.target.name} by {by}")
     _latency_ok(check, expectations, f"TCP connect to {pair.target.name}", result.connect_ms)
 

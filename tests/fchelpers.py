@@ -23,12 +23,14 @@ def kubeconfig_dict(
     extra_user: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A kubeconfig with one cluster and one user per context, all pointing at ``server``
-    (default: a closed port on 127.0.0.1)."""
-    server = server or f"https://127.0.0.1:{closed_port()}"
+    (one cluster behind several contexts), or by default each at a closed port of its own on
+    127.0.0.1 (distinct clusters)."""
+    servers = {c: server or f"https://127.0.0.1:{closed_port()}" for c in contexts}
     return {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": f"{c}-cluster", "cluster": {"server": server}} for c in contexts],
+        "clusters": [{"name": f"{c}-cluster", "cluster": {"server": servers[c]}}
+                     for c in contexts],
         "users": [
             {"name": f"{c}-user", "user": {"token": token, **(extra_user or {})}} for c in contexts
         ],

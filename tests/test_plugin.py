@@ -145,8 +145,8 @@ def test_requires_clusters_skips_with_reason(pytester: pytest.Pytester, kubeconf
     result = run(pytester, f"--kubeconfig={kubeconfig}", "--contexts=lab-a", "-rs")
     result.assert_outcomes(skipped=2)
     result.stdout.fnmatch_lines([
-        "*needs at least 2 clusters for ordered pairs; 1 selected (lab-a)*",
-        "*requires 3 clusters; 1 selected (lab-a)*",
+        "*needs at least 2 clusters for ordered pairs; 1 cluster selected (lab-a)*",
+        "*requires 3 clusters; 1 cluster selected (lab-a)*",
     ])
     records = {r["check_id"]: r for r in results(pytester)["checks"]}
     assert records["demo/three"]["verdict"] == "skipped"

@@ -175,12 +175,19 @@ def start_apiserver(cluster: Cluster) -> None:
     ])
 
 
+#: leader election as real clusters run it (the Leases in kube-system are how a client sees that
+#: the scheduler and controller-manager are alive), with short lab timings: a restarted
+#: component takes over within ~6 s of its predecessor's last renewal
+LEADER_ELECTION = ["--leader-elect=true", "--leader-elect-lease-duration=6s",
+                   "--leader-elect-renew-deadline=4s", "--leader-elect-retry-period=1s"]
+
+
 def start_controller_manager(cluster: Cluster) -> None:
     d, kc = cluster.dir / "pki", cluster.dir / "kubeconfigs" / "controller-manager.conf"
     _daemon(cluster, cluster.control_plane, "kube-controller-manager", [
         str(BIN / "kube-controller-manager"), f"--kubeconfig={kc}",
         f"--authentication-kubeconfig={kc}", f"--authorization-kubeconfig={kc}",
-        "--bind-address=127.0.0.1", "--leader-elect=false", f"--cluster-name={cluster.name}",
+        "--bind-address=127.0.0.1", *LEADER_ELECTION, f"--cluster-name={cluster.name}",
         f"--service-account-private-key-file={d / 'sa.key'}", f"--root-ca-file={d / 'ca.crt'}",
         f"--cluster-signing-cert-file={d / 'ca.crt'}",
         f"--cluster-signing-key-file={d / 'ca.key'}",
@@ -195,7 +202,7 @@ def start_scheduler(cluster: Cluster) -> None:
     kc = cluster.dir / "kubeconfigs" / "scheduler.conf"
     _daemon(cluster, cluster.control_plane, "kube-scheduler", [
         str(BIN / "kube-scheduler"), f"--kubeconfig={kc}", f"--authentication-kubeconfig={kc}",
-        f"--authorization-kubeconfig={kc}", "--bind-address=127.0.0.1", "--leader-elect=false",
+        f"--authorization-kubeconfig={kc}", "--bind-address=127.0.0.1", *LEADER_ELECTION,
         "--profiling=false",
     ])
 
