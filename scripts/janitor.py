@@ -38,7 +38,7 @@ from fleetcheck.probes import (
     list_probe_namespaces,
 )
 from fleetcheck.scrub import Scrubber
-from fleetcheck.targets import Target, make_target
+from fleetcheck.targets import Target, make_target, prepare_credentials
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -130,8 +130,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"janitor: {exc}", file=sys.stderr)
         return 2
     scrub = Scrubber(kc.secret_values())
+    problems = prepare_credentials(kc, names, args.connect_timeout)
+    for override in kc.user_overrides.values():
+        scrub.add(str(v) for v in override.values())
     targets = [make_target(kc, n, connect_timeout=args.connect_timeout,
                            request_timeout=args.request_timeout) for n in names]
+    for target in targets:
+        if target.name in problems:
+            target.unreachable = problems[target.name]
     now = dt.datetime.now(dt.UTC)
     all_ok = True
     with ThreadPoolExecutor(max_workers=min(16, len(targets))) as pool:

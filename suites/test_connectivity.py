@@ -220,6 +220,7 @@ def test_pod_to_service(target: Target, probes, check: CheckInfo, evidence: Evid
     expectations list (``connectivity.services``) over TCP."""
     server = workloads.echo(probes)
     timeout = float(expectations["connectivity"]["tcp_timeout_s"])
+    _require_endpoints(probes, server, target.name)
     result = netprobe.http_get(probes.curl, server.service_url(), timeout)
     _echo_answer(check, result, target.cluster_id,
                  f"service {server.namespace}/fc-echo by ClusterIP")
@@ -262,6 +263,13 @@ def test_pod_to_apiserver(target: Target, probes, check: CheckInfo, expectations
     _latency_ok(check, expectations, "TCP connect to the API server", result.connect_ms)
 
 
+def _require_endpoints(probes, server: workloads.Echo, where: str) -> None:
+    """The echo service must have a ready endpoint, or the path to it cannot be measured."""
+    if not workloads.ready_endpoint_ips(probes, workloads.ECHO, server.namespace):
+        raise Unknown(f"service {server.namespace}/{workloads.ECHO} on {where} has no ready "
+                      "endpoints (EndpointSlices), so the path to it cannot be measured")
+
+
 def _cross_cluster(pair: Pair, fleet, probes, check: CheckInfo, expectations: dict,
                    by: str) -> None:
     if not fleet.expectations.fleet.get("flat_networking"):
@@ -272,11 +280,7 @@ def _cross_cluster(pair: Pair, fleet, probes, check: CheckInfo, expectations: di
     url = server.pod_url() if by == "pod IP" else server.service_url()
     timeout = float(expectations["connectivity"]["tcp_timeout_s"])
     if by == "ClusterIP":
-        ready = workloads.ready_endpoint_ips(dst, workloads.ECHO, server.namespace)
-        if not ready:
-            raise Unknown(f"service {server.namespace}/{workloads.ECHO} on {pair.target.name} "
-                          "has no ready endpoints (EndpointSlices), so the cross-cluster path "
-                          "to it cannot be measured")
+        _require_endpoints(dst, server, pair.target.name)
     result = netprobe.http_get(probes.curl, url, timeout)
     _echo_answer(check, result, pair.target.cluster_id,
                  f"{pair.source.name} -> echo of {pair.target.name} by {by}")
