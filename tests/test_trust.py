@@ -264,3 +264,46 @@ def test_client_key_data_never_reaches_a_temporary_file(tmp_path: Path,
         assert value.startswith(f"/proc/{os.getpid()}/fd/"), value
         assert Path(value).read_bytes() == base64.b64decode(key)
     assert not list(scratch.iterdir())
+
+
+# --- pure logic: leases, scheduling --------------------------------------------------------------
+
+def test_lease_freshness_against_the_servers_clock() -> None:
+    import datetime as dt
+
+    from fleetcheck import leases
+    from kubernetes import client as k8s
+
+    now = dt.datetime(2026, 1, 1, 12, 0, 0, tzinfo=dt.UTC)
+
+    def lease(age_s: float | None, holder: str = "n1_abc") -> k8s.V1Lease:
+        renewed = None if age_s is None else now - dt.timedelta(seconds=age_s)
+        return k8s.V1Lease(spec=k8s.V1LeaseSpec(holder_identity=holder,
+                                                lease_duration_seconds=15,
+                                                renew_time=renewed))
+
+    assert leases.assess_lease(lease(3), now)[0]
+    fresh, cells = leases.assess_lease(lease(60), now)
+    assert not fresh and cells[0] == "n1" and "STALE (not renewed for 60s > 15s)" in cells[-1]
+    assert not leases.assess_lease(lease(None), now)[0]
+    assert not leases.assess_lease(lease(1, holder=""), now)[0]
+    assert leases.server_time({"Date": "Thu, 01 Jan 2026 12:00:00 GMT"}) == now
+
+
+def test_scheduling_problem_of_pods() -> None:
+    from fleetcheck.probes import pod_readiness, scheduling_problem
+    from kubernetes import client as k8s
+
+    unscheduled = k8s.V1Pod(spec=k8s.V1PodSpec(containers=[]),
+                            status=k8s.V1PodStatus(phase="Pending"))
+    assert scheduling_problem(unscheduled) == "unscheduled"
+    assert "no PodScheduled condition" in pod_readiness(unscheduled)[1]
+    refused = k8s.V1Pod(spec=k8s.V1PodSpec(containers=[]), status=k8s.V1PodStatus(
+        phase="Pending", conditions=[k8s.V1PodCondition(
+            type="PodScheduled", status="False", reason="Unschedulable",
+            message="0/1 nodes are available: 1 node(s) had untolerated taint")]))
+    assert scheduling_problem(refused) == "unschedulable"
+    assert "untolerated taint" in pod_readiness(refused)[1]
+    placed = k8s.V1Pod(spec=k8s.V1PodSpec(containers=[], node_name="n1"),
+                       status=k8s.V1PodStatus(phase="Pending"))
+    assert scheduling_problem(placed) is None
