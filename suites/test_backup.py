@@ -60,7 +60,10 @@ def test_archive(target: Target, probes: ProbeSet, check: CheckInfo, evidence: E
         f"({result.objects / max(result.seconds, 1e-6):.0f} objects/s)\n"
         f"bounds: {backup_settings.max_duration_s:g}s, {backup_settings.max_size_mb:g} MB"))
     leaked = kit.archive_text_contains(result.path, [made.canary_value])
-    report = archive_mod.verify(result.path)
+    report = archive_mod.verify(result.path, trust=backup_workspace.trust)
+    evidence.text("signature", f"{report.signature.label()}\nmanifest SHA-256: "
+                               f"{report.manifest_sha256}\n(signed with this run's Ed25519 key, "
+                               "held in memory only; verified against its public key)")
     problems = [str(p) for p in report.problems]
     if leaked:
         problems.append(f"the planted Secret value of {made.namespaces[0]}/{kit.CANARY_NAME} is "
@@ -71,8 +74,8 @@ def test_archive(target: Target, probes: ProbeSet, check: CheckInfo, evidence: E
         problems.append(f"archive is {size_mb:.1f} MB > {backup_settings.max_size_mb:g} MB")
     check.require(
         not problems,
-        expected="a verifiable archive with metadata.json and SHA256SUMS, no Secret value in "
-                 "clear, within the time and size bounds",
+        expected="a verifiable archive with metadata.json and a signed SHA256SUMS, no Secret "
+                 "value in clear, within the time and size bounds",
         observed="; ".join(problems),
     )
 
@@ -81,12 +84,18 @@ def test_archive(target: Target, probes: ProbeSet, check: CheckInfo, evidence: E
 def test_integrity(target: Target, probes: ProbeSet, check: CheckInfo, evidence: Evidence,
                    backup_settings: kit.BackupSettings,
                    backup_workspace: kit.BackupWorkspace) -> None:
-    """This run's archive verifies (manifest complete, checksums, documents parse, counts match
-    metadata.json and the cluster at the archived resourceVersions); every ``nightly_archive``
-    from the expectations verifies too and is younger than ``rpo_hours``."""
+    """This run's archive verifies (manifest signature by the run's key, manifest complete,
+    checksums, documents parse, counts match metadata.json) and its counts equal the
+    cluster's at the archived resourceVersions; every ``nightly_archive`` from the
+    expectations verifies too, is signed by a trusted key (``public_key`` /
+    ``public_key_fingerprint``; unsigned passes only with ``require_signature: false``, and
+    the evidence then says UNSIGNED), and is younger than ``rpo_hours``.  Unknown when the
+    counts could not be re-read from the cluster: an unmeasured count is never a pass."""
     made = _archive(target, probes, backup_settings, backup_workspace, check)
     problems: list[str] = []
-    report = archive_mod.verify(made.result.path, keep_documents=True)
+    unmeasured: list[str] = []
+    report = archive_mod.verify(made.result.path, trust=backup_workspace.trust,
+                                keep_documents=True)
     evidence.text("verify (this run's archive)", report.summary() + "".join(
         f"\n  {p}" for p in report.problems))
     problems += [f"{made.result.path.name}: {p}" for p in report.problems]
@@ -97,10 +106,15 @@ def test_integrity(target: Target, probes: ProbeSet, check: CheckInfo, evidence:
                        [(k, a, "-" if c is None else c, n) for k, a, c, n in rows])
         problems += [f"{k}: archive holds {a} objects, the cluster had {c}" for k, a, c, _ in rows
                      if c is not None and a != c]
+        unmeasured += [f"{k}: {n}" for k, _, c, n in rows if c is None]
+        if not rows:
+            unmeasured.append("the archive describes no kinds: no count to compare")
     rpo = dt.timedelta(hours=backup_settings.rpo_hours)
+    trust = backup_settings.nightly_trust()
+    unsigned: list[str] = []
     for path in backup_settings.nightly_archives:
         try:
-            nightly = archive_mod.verify(path)
+            nightly = archive_mod.verify(path, trust=trust, limits=backup_settings.limits())
         except BackupError as exc:
             problems.append(f"nightly archive: {exc}")
             continue
@@ -108,15 +122,26 @@ def test_integrity(target: Target, probes: ProbeSet, check: CheckInfo, evidence:
         evidence.text(f"verify {path}", nightly.summary() + "".join(
             f"\n  {p}" for p in nightly.problems) + f"\nage: {age}; RPO {rpo}")
         problems += [f"nightly archive {path}: {p}" for p in nightly.problems]
+        if nightly.signature.state != "trusted":
+            unsigned.append(f"{path}: {nightly.signature.label()}")
         if nightly.ok and (age is None or age > rpo):
             problems.append(f"nightly archive {path}: made {nightly.metadata.get('created')}, "
                             f"older than the RPO of {backup_settings.rpo_hours:g}h")
+    if unsigned:
+        evidence.text("UNSIGNED nightly archives", "\n".join(unsigned) + (
+            "\naccepted: expectations say backup.require_signature: false; nothing proves "
+            "these archives were not rewritten" if not backup_settings.require_signature
+            else ""))
     check.require(
         not problems,
-        expected="every archive verifies (no file missing, added or altered, documents parse, "
-                 "counts match) and nightly archives are younger than the RPO",
+        expected="every archive verifies (signed by a trusted key, no file missing, added or "
+                 "altered, documents parse, counts match) and nightly archives are younger "
+                 "than the RPO",
         observed="; ".join(problems),
     )
+    if unmeasured:
+        raise Unknown("the archive verifies, but its counts could not be compared with the "
+                      "cluster at backup time: " + "; ".join(unmeasured))
 
 
 def _roundtrip_peer(fleet: FleetRun, target: Target) -> Target | None:
@@ -126,7 +151,7 @@ def _roundtrip_peer(fleet: FleetRun, target: Target) -> Target | None:
     start = names.index(target.name)
     for step in range(1, len(names)):
         peer = fleet.targets[names[(start + step) % len(names)]]
-        if (peer.server != target.server and not peer.unreachable
+        if (peer.cluster_id != target.cluster_id and not peer.unreachable
                 and check_applies(fleet.expectations_for(peer.name), "backup/restore-roundtrip")):
             return peer
     return None
@@ -138,8 +163,12 @@ def test_restore_roundtrip(target: Target, fleet: FleetRun, check: CheckInfo,
     """A namespace with a Deployment, Service, ConfigMap, Secret, ServiceAccount, Role and
     RoleBinding is backed up (Secret values encrypted), restored into a scratch namespace of
     the same cluster and, when several contexts are selected, into the next context, and
-    compared object by object after normalisation (Secrets by value hash)."""
+    compared object by object after normalisation (Secrets by value hash).  The Deployment
+    runs the run's busybox probe image (``--probe-image busybox=...``).  Every sample object
+    must be in the archive: an empty archive restores into an empty namespace, which would
+    compare equal to nothing and prove nothing."""
     suffix = secrets.token_hex(3)
+    image = fleet.settings.images["busybox"]
     # named, labelled and annotated like probe namespaces (the copies inherit the labels and
     # the expires-at annotation from the archived Namespace), so end-of-run cleanup and the
     # janitor delete them even when the finally below never runs
@@ -149,7 +178,9 @@ def test_restore_roundtrip(target: Target, fleet: FleetRun, check: CheckInfo,
     created: list[tuple[Target, str]] = []
     try:
         objects = kit.sample_objects(source_ns, fleet.run_id, fleet.settings.probe_ttl,
-                                     "pw-" + secrets.token_hex(12))
+                                     "pw-" + secrets.token_hex(12), image)
+        evidence.text("sample", f"namespace {source_ns}; Deployment image {image} (the run's "
+                                "busybox probe image)")
         try:
             created.append((target, source_ns))
             kit.create_objects(target.api_client, objects, timeout)
@@ -160,11 +191,15 @@ def test_restore_roundtrip(target: Target, fleet: FleetRun, check: CheckInfo,
         selection = export_mod.Selection(kinds=ROUNDTRIP_KINDS, namespaces=[source_ns])
         path = backup_workspace.path(f"{kit._safe(target.name)}-roundtrip-{suffix}.tar.gz")
         start = time.monotonic()
-        export_mod.backup([kit.source_of(target)], path, selection, codec)
-        report = archive_mod.load_verified(path)
+        export_mod.backup([kit.source_of(target)], path, selection, codec,
+                          signer=backup_workspace.signer)
+        report = archive_mod.load_verified(path, trust=backup_workspace.trust)
         archived = kit.archived_namespace_objects(report, target.name, source_ns)
         rows = []
         problems: list[str] = []
+        missing = kit.missing_from_archive(objects, archived)
+        if missing:
+            problems.append(f"not in the archive: {', '.join(missing)}")
         diffs = kit.compare_namespace(target.api_client, target.name, source_ns, archived,
                                       source_ns, codec, ROUNDTRIP_KINDS, timeout)
         rows.append((f"{target.name}:{source_ns}", "(original vs archive)", len(diffs)))

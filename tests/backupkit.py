@@ -10,12 +10,16 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
-from fleetcheck.backup import export, secrets
+from fleetcheck.backup import export, secrets, signing
 from fleetcheck.backup.kinds import Kind
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "backup"
 PLANTED = "s3cr3t-planted-value-0xC0FFEE"
+#: the key the self-tests sign archives with (generated per test session, never written)
+SIGNER = signing.Signer.generate()
+#: verification that trusts exactly SIGNER
+TRUST = signing.Trust.of_key(SIGNER.public_key)
 
 CM = Kind("configmaps", "", "v1", "configmaps", "ConfigMap", True)
 SECRET = Kind("secrets", "", "v1", "secrets", "Secret", True)
@@ -65,10 +69,13 @@ def make_exports(codec: secrets.SecretCodec, contexts: tuple[str, ...] = ("lab-a
 
 
 def make_archive(path: Path, *, codec: secrets.SecretCodec | None = None,
-                 contexts: tuple[str, ...] = ("lab-a",)) -> Path:
+                 contexts: tuple[str, ...] = ("lab-a",),
+                 signer: signing.Signer | None = SIGNER) -> Path:
+    """An archive of :func:`live_objects` per context, signed by ``signer`` (``None``:
+    unsigned)."""
     codec = codec or secrets.SecretCodec.new(secrets.generate_key())
     written, _, _ = export.write_archive(make_exports(codec, contexts), path,
-                                         export.Selection(), codec)
+                                         export.Selection(), codec, signer=signer)
     return written
 
 
@@ -91,6 +98,14 @@ def rewrite_tar(src: Path, dst: Path, change: Any) -> Path:
                 info.size = len(blob)
                 tout.addfile(info, io.BytesIO(blob))
     return dst
+
+
+def public_key_file(directory: Path, signer: signing.Signer = SIGNER) -> Path:
+    """``signer``'s public key as a PEM file in ``directory`` (for ``--public-key``)."""
+    path = directory / f"signer-{signer.fingerprint[7:19]}.pub"
+    if not path.exists():
+        path.write_bytes(signing.public_pem(signer.public_key))
+    return path
 
 
 def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:

@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from backupkit import make_archive, rewrite_tar, run_cli
+from backupkit import SIGNER, TRUST, make_archive, public_key_file, rewrite_tar, run_cli
 from fleetcheck.backup import BackupError, ExitCode
 from fleetcheck.backup import archive as archive_mod
 
@@ -21,7 +21,7 @@ def good(tmp_path: Path) -> Path:
 
 
 def test_intact_archive_verifies(good: Path) -> None:
-    report = archive_mod.verify(good)
+    report = archive_mod.verify(good, trust=TRUST)
     assert report.ok, report.problems
     assert report.objects == 1 + 3 + 1 + 1  # namespace, 3 configmaps, secret, deployment
     assert set(report.metadata["contexts"]) == {"lab-a"}
@@ -33,12 +33,12 @@ def test_intact_archive_verifies(good: Path) -> None:
 def test_directory_archive_and_sha256sum_compatible_manifest(tmp_path: Path) -> None:
     path = make_archive(tmp_path / "dir-archive")
     assert path.is_dir() and (path / "SHA256SUMS").is_file()
-    assert archive_mod.verify(path).ok
+    assert archive_mod.verify(path, trust=TRUST).ok
     line = (path / "SHA256SUMS").read_text().splitlines()[0]
     digest, name = line.split("  ", 1)
     assert len(digest) == 64 and (path / name).is_file()
     (path / CM_FILE).write_text("{}")
-    assert any(p.path == CM_FILE for p in archive_mod.verify(path).problems)
+    assert any(p.path == CM_FILE for p in archive_mod.verify(path, trust=TRUST).problems)
 
 
 def test_archive_is_private_and_never_overwritten(good: Path) -> None:
@@ -90,7 +90,7 @@ DAMAGE = {
 @pytest.mark.parametrize("kind", list(DAMAGE))
 def test_damage_is_detected_naming_the_file(kind: str, good: Path, tmp_path: Path) -> None:
     bad = _damage(kind, good, tmp_path / "bad.tar.gz")
-    report = archive_mod.verify(bad)
+    report = archive_mod.verify(bad, trust=TRUST)
     assert not report.ok
     path, words = DAMAGE[kind]
     matching = [p for p in report.problems if words in p.message]
@@ -121,16 +121,18 @@ def test_metadata_count_edited_with_manifest_updated_is_still_caught(good: Path,
             return ("\n".join(lines) + "\n").encode()
         return data
 
-    report = archive_mod.verify(rewrite_tar(good, tmp_path / "forged.tar.gz", edit))
+    report = archive_mod.verify(rewrite_tar(good, tmp_path / "forged.tar.gz", edit), trust=TRUST)
     assert [str(p) for p in report.problems] == [
         (f"metadata.json: count of {CM_FILE} is 2 but the file holds 3 objects (edited metadata "
-        "or file)")]
+         "or file)"),
+        (f"SHA256SUMS.sig: signature by {SIGNER.fingerprint} does NOT verify: SHA256SUMS was "
+         "changed after signing (or the signature was)")]
 
 
 def test_duplicate_member_is_detected(good: Path, tmp_path: Path) -> None:
     bad = rewrite_tar(good, tmp_path / "dup.tar.gz",
                       lambda n, d: [(n, d), (n, b'{"items": []}')] if n.endswith(CM_FILE) else d)
-    problems = archive_mod.verify(bad).problems
+    problems = archive_mod.verify(bad, trust=TRUST).problems
     assert any(p.path == CM_FILE and "twice" in p.message for p in problems)
 
 
@@ -151,7 +153,7 @@ def test_not_an_archive(tmp_path: Path) -> None:
 def test_load_verified_refuses_a_damaged_archive(good: Path, tmp_path: Path) -> None:
     bad = _damage("byte flipped", good, tmp_path / "bad.tar.gz")
     with pytest.raises(BackupError, match=CM_FILE) as info:
-        archive_mod.load_verified(bad)
+        archive_mod.load_verified(bad, trust=TRUST)
     assert info.value.code == ExitCode.INVALID
 
 
@@ -161,25 +163,29 @@ def test_context_names_are_made_safe(tmp_path: Path) -> None:
     assert "/" not in odd and ":" not in odd
     assert odd != archive_mod.context_dir("arn:aws:eks:eu-west-1:1234:cluster_prod")
     path = make_archive(tmp_path / "x.tar.gz", contexts=("viewer@lab-a", "../evil"))
-    report = archive_mod.verify(path)
+    report = archive_mod.verify(path, trust=TRUST)
     assert report.ok and set(report.metadata["contexts"]) == {"viewer@lab-a", "../evil"}
     assert all(".." not in i["dir"].split("/") for i in report.metadata["contexts"].values())
 
 
 # --- the CLI ------------------------------------------------------------------------------------
 
-def test_cli_verify_ok_and_json(good: Path) -> None:
-    proc = run_cli("verify", good)
-    assert proc.returncode == 0, proc.stderr
-    assert "OK" in proc.stdout
-    data = json.loads(run_cli("verify", good, "--json").stdout)
+def test_cli_verify_ok_and_json(good: Path, tmp_path: Path) -> None:
+    pub = public_key_file(tmp_path)
+    proc = run_cli("verify", good, "--public-key", pub)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "OK" in proc.stdout and f"SIGNED by trusted key {SIGNER.fingerprint}" in proc.stdout
+    data = json.loads(run_cli("verify", good, "--json", "--public-key", pub).stdout)
     assert data["ok"] and data["objects"] == 6
+    assert data["signature"]["state"] == "trusted" and data["signature"]["signed"]
+    assert data["signature"]["key_fingerprint"] == SIGNER.fingerprint
+    assert data["manifest_sha256"] == archive_mod.verify(good, trust=TRUST).manifest_sha256
 
 
 @pytest.mark.parametrize("kind", list(DAMAGE))
 def test_cli_verify_exit_1_naming_the_file(kind: str, good: Path, tmp_path: Path) -> None:
     bad = _damage(kind, good, tmp_path / "bad.tar.gz")
-    proc = run_cli("verify", bad)
+    proc = run_cli("verify", bad, "--public-key", public_key_file(tmp_path))
     assert proc.returncode == ExitCode.INVALID, proc.stdout + proc.stderr
     path, words = DAMAGE[kind]
     lines = [line for line in proc.stdout.splitlines() if "PROBLEM" in line and words in line]
@@ -205,7 +211,7 @@ def test_cli_restore_refuses_damaged_archive(good: Path, tmp_path: Path) -> None
         "users": [{"name": "u", "user": {"token": "t0ken-xyz"}}],
         "contexts": [{"name": "lab-a", "context": {"cluster": "c", "user": "u"}}]}))
     proc = run_cli("restore", bad, "--context", "lab-a", "--namespace", "shop",
-                   "--kubeconfig", kubeconfig)
+                   "--kubeconfig", kubeconfig, "--public-key", public_key_file(tmp_path))
     assert proc.returncode == ExitCode.INVALID
     assert CM_FILE in proc.stderr and "does not verify" in proc.stderr
     proc = run_cli("restore", good, "--context", "nope", "--namespace", "shop",
@@ -224,4 +230,4 @@ def test_cli_help_for_every_subcommand() -> None:
 def test_copy_of_archive_verifies(good: Path, tmp_path: Path) -> None:
     copy = tmp_path / "copy.tar.gz"
     shutil.copy(good, copy)
-    assert archive_mod.verify(copy).ok
+    assert archive_mod.verify(copy, trust=TRUST).ok

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from backupkit import CM, DEPLOY, NS, PLANTED, make_archive, make_exports
+from backupkit import CM, DEPLOY, NS, PLANTED, SIGNER, TRUST, make_archive, make_exports
 from fleetcheck.backup import BackupError, export, restore, secrets
 from fleetcheck.backup import archive as archive_mod
 from fleetcheck.backup import diff as diff_mod
@@ -109,7 +109,7 @@ def test_rename_namespace() -> None:
 
 def _report(tmp_path: Path, codec: secrets.SecretCodec) -> archive_mod.VerifyReport:
     make_archive(tmp_path / "a.tar.gz", codec=codec)
-    return archive_mod.load_verified(tmp_path / "a.tar.gz")
+    return archive_mod.load_verified(tmp_path / "a.tar.gz", trust=TRUST)
 
 
 def test_restore_plan_order_rename_and_skipped_secrets(tmp_path: Path) -> None:
@@ -143,8 +143,8 @@ def test_restore_plan_decrypts_stored_values(tmp_path: Path) -> None:
 def test_choose_source_context(tmp_path: Path) -> None:
     codec = secrets.SecretCodec.new(secrets.generate_key())
     export.write_archive(make_exports(codec, ("lab-a", "lab-b")), tmp_path / "two.tar.gz",
-                         export.Selection(), codec)
-    report = archive_mod.load_verified(tmp_path / "two.tar.gz")
+                         export.Selection(), codec, signer=SIGNER)
+    report = archive_mod.load_verified(tmp_path / "two.tar.gz", trust=TRUST)
     assert restore.choose_source_context(report, None, "lab-b") == "lab-b"
     assert restore.choose_source_context(report, "lab-a", "lab-c") == "lab-a"
     with pytest.raises(BackupError, match="--source-context"):

@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
+from backupkit import SIGNER, TRUST
 from fleetcheck import probes
 from fleetcheck.backup import archive as archive_mod
 from fleetcheck.backup import export, restore, secrets
@@ -16,6 +17,7 @@ from fleetcheck.backup.kinds import Kind
 
 RUN_ID = "fc-20250101-120000-ab12"
 LONGEST_RUN_ID = "r" * 42  # options.RUN_ID_RE allows 1-42 characters
+IMAGE = "registry.example/mirror/busybox:1.36.1"
 DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
 
@@ -42,7 +44,7 @@ def _namespace_of(objects: list[dict]) -> dict:
 def test_sample_namespace_carries_run_labels_and_expiry() -> None:
     source, _ = kit.roundtrip_namespaces(RUN_ID, "0a1b2c")
     before = dt.datetime.now(dt.UTC).replace(microsecond=0)
-    objects = kit.sample_objects(source, RUN_ID, 600, "pw")
+    objects = kit.sample_objects(source, RUN_ID, 600, "pw", IMAGE)
     meta = _namespace_of(objects)["metadata"]
     assert meta["name"] == source
     assert meta["labels"][probes.MANAGED_BY_LABEL] == probes.MANAGED_BY
@@ -56,7 +58,7 @@ def test_restored_copy_keeps_run_labels_and_expiry(tmp_path: Path) -> None:
     """Export normalisation keeps the Namespace's labels and annotations, so the Namespace the
     restore creates under the copy's name is one run cleanup and the janitor delete."""
     source, copy = kit.roundtrip_namespaces(RUN_ID, "0a1b2c")
-    objects = kit.sample_objects(source, RUN_ID, 600, "pw")
+    objects = kit.sample_objects(source, RUN_ID, 600, "pw", IMAGE)
     ns_live = _namespace_of(objects)
     ns_live["metadata"].update(uid="u-1", resourceVersion="7",
                                creationTimestamp="2025-01-01T00:00:00Z")
@@ -70,8 +72,9 @@ def test_restored_copy_keeps_run_labels_and_expiry(tmp_path: Path) -> None:
         kexp = export.KindExport(kind, resource_versions=["7"])
         export._add_item(kexp, item, kind, export.Selection(), codec, "lab-a")
         exp.kinds.append(kexp)
-    path, _, _ = export.write_archive([exp], tmp_path / "rt.tar.gz", export.Selection(), codec)
-    report = archive_mod.load_verified(path)
+    path, _, _ = export.write_archive([exp], tmp_path / "rt.tar.gz", export.Selection(), codec,
+                                      signer=SIGNER)
+    report = archive_mod.load_verified(path, trust=TRUST)
 
     for into in (copy, source):  # the copy on the same cluster, the same name on a peer
         steps, _ = restore.plan(report, "lab-a", source, into, codec)
@@ -95,7 +98,7 @@ def test_run_cleanup_and_janitor_take_the_roundtrip_namespaces(
     source, copy = kit.roundtrip_namespaces(RUN_ID, "0a1b2c")
     listed = []
     for name in (source, copy, "fc-backup-rt-0a1b2c"):
-        meta = _namespace_of(kit.sample_objects(name, RUN_ID, 600, "pw"))["metadata"]
+        meta = _namespace_of(kit.sample_objects(name, RUN_ID, 600, "pw", IMAGE))["metadata"]
         listed.append(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(**meta),
                                       status=k8s.V1NamespaceStatus(phase="Active")))
     deleted: list[str] = []
@@ -108,3 +111,34 @@ def test_run_cleanup_and_janitor_take_the_roundtrip_namespaces(
     for ns in listed[:2]:
         expires = probes.expiry_of(ns)
         assert expires is not None and now < expires <= now + dt.timedelta(seconds=601)
+
+
+def test_sample_deployment_runs_the_given_probe_image() -> None:
+    """The round trip deploys the run's busybox probe image (``--probe-image``), never a
+    hard-coded lab image: real clusters cannot pull ``lab.fleetcheck.invalid/...``."""
+    objects = kit.sample_objects("ns", RUN_ID, 600, "pw", IMAGE)
+    (deploy,) = [o for o in objects if o["kind"] == "Deployment"]
+    (container,) = deploy["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == IMAGE and container["imagePullPolicy"] == "IfNotPresent"
+
+
+def test_no_lab_image_in_backup_code() -> None:
+    """No image reference of the local lab in the backup checks or their helpers."""
+    repo = Path(__file__).resolve().parents[1]
+    files = [repo / "suites" / "test_backup.py",
+             *sorted((repo / "fixtures" / "fleetcheck" / "backup").glob("*.py"))]
+    offenders = [f.name for f in files if "lab.fleetcheck.invalid" in f.read_text()]
+    assert offenders == []
+
+
+def test_roundtrip_needs_every_sample_object_in_the_archive() -> None:
+    """An archive without the sample objects would restore nothing and compare equal to
+    nothing: the check lists what is missing instead of passing."""
+    objects = kit.sample_objects("ns1", RUN_ID, 600, "pw", IMAGE)
+    index = {(o["kind"], o["metadata"].get("namespace") or "", o["metadata"]["name"]): o
+             for o in objects}
+    assert kit.missing_from_archive(objects, index) == []
+    assert kit.missing_from_archive(objects, {}) == [
+        "Namespace ns1", "ServiceAccount ns1/app", "Role ns1/app-reader",
+        "RoleBinding ns1/app-reader", "ConfigMap ns1/app-config", "Secret ns1/app-secret",
+        "Service ns1/app", "Deployment ns1/app"]
