@@ -136,3 +136,20 @@ def test_secret_search_streams_and_finds_across_chunk_boundaries(tmp_path: Path)
     assert archive_text_contains(tarball, [PLANTED]) == [PLANTED]
     assert archive_text_contains(tarball, ["absent-" + PLANTED]) == []
     gzip.decompress(tarball.read_bytes())  # a valid tarball, not a fluke of the search
+
+
+def test_oversized_tar_header_is_bounded_too(good: Path, tmp_path: Path) -> None:
+    """A PAX header is read into memory whole by tarfile: one larger than the per-file limit
+    stops the reading as well."""
+    out = tmp_path / "pax.tar.gz"
+    with tarfile.open(good, "r:gz") as tin, tarfile.open(out, "w:gz",
+                                                         format=tarfile.PAX_FORMAT) as tout:
+        for member in tin.getmembers():
+            if member.name.endswith("/metadata.json"):
+                member.pax_headers = {"comment": "x" * (3 * MIB)}
+            tout.addfile(member, tin.extractfile(member) if member.isfile() else None)
+    report = archive_mod.verify(out, trust=TRUST,
+                                limits=archive_mod.Limits(max_member_bytes=1 * MIB))
+    assert any(p.path == "(tar headers)" and "outside any file's data" in p.message
+               for p in report.problems), report.problems
+    assert archive_mod.verify(out, trust=TRUST).ok  # within the default limits: fine
