@@ -1,0 +1,200 @@
+"""Credentials never reach an output: the scrubber's patterns, the secret values a kubeconfig
+yields, and Kubernetes objects recorded as evidence.
+
+Every secret here is made up at run time (random, or assembled from parts), so nothing
+key- or token-shaped is committed.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from fleetcheck.kubeconfig import load
+from fleetcheck.scrub import REDACTED, Scrubber
+
+
+def fake(prefix: str = "") -> str:
+    """A random credential-like value."""
+    return prefix + secrets.token_urlsafe(18)
+
+
+def b64url(data: dict[str, object]) -> str:
+    raw = json.dumps(data, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def fake_jwt() -> str:
+    """A JWT-shaped token (header.payload.signature) signed by nobody."""
+    header = b64url({"alg": "RS256", "kid": fake()})
+    payload = b64url({"iss": "https://kubernetes.default.svc", "sub": "system:serviceaccount:x:y",
+                      "exp": int(time.time()) + 3600})
+    return f"{header}.{payload}.{secrets.token_urlsafe(32)}"
+
+
+# --- patterns --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("template", [
+    "access_token={v}&expires_in=3600",
+    "https://example.invalid/cb?code=1&access_token={v}",
+    '{{"access_token": "{v}", "token_type": "Bearer"}}',
+    '{{"refresh_token":"{v}"}}',
+    "id_token: {v}",
+    "id-token: {v}",
+    "idToken: {v}",
+    "accessToken={v}",
+    "client_secret={v}",
+    '"client-secret": "{v}"',
+    "api_key: {v}",
+    "apiKey={v}",
+    "X-Api-Key: {v}",
+    "x-api-key={v}",
+    "password: {v}",
+    "GITHUB_TOKEN={v}",
+    "--token={v}",
+    "Cookie: session={v}; theme=dark",
+    "Set-Cookie: sid={v}; Path=/; HttpOnly",
+    '{{"cookie": "sid={v}; x=1"}}',
+    "Authorization: Basic {v}",
+    "authorization: Bearer {v}",
+])
+def test_credential_key_value_pairs_are_redacted(template: str) -> None:
+    value = fake()
+    out = Scrubber()(template.format(v=value))
+    assert value not in out
+    assert REDACTED in out
+
+
+def test_quoted_values_with_spaces_are_redacted_whole() -> None:
+    words = " ".join(fake() for _ in range(3))
+    out = Scrubber()(f'{{"password": "{words}", "user": "alice"}}')
+    assert out == f'{{"password": "{REDACTED}", "user": "alice"}}'
+
+
+def test_the_key_and_the_structure_around_the_value_are_kept() -> None:
+    value = fake()
+    scrub = Scrubber()
+    assert scrub(f"access_token={value}&state=ok") == f"access_token={REDACTED}&state=ok"
+    assert scrub(f'"id_token": "{value}",') == f'"id_token": "{REDACTED}",'
+    assert scrub(f"Cookie: a={value}; b=c") == f"Cookie: {REDACTED}"
+
+
+def test_password_in_url() -> None:
+    password = fake()
+    scrub = Scrubber()
+    assert (scrub(f"GET https://alice:{password}@proxy.example.invalid:3128/x")
+            == f"GET https://alice:{REDACTED}@proxy.example.invalid:3128/x")
+    assert password not in scrub(f"socks5://:{password}@10.0.0.1")
+    # a URL without credentials is left alone
+    assert scrub("https://10.0.0.1:6443/readyz") == "https://10.0.0.1:6443/readyz"
+
+
+def test_raw_jwt_is_redacted() -> None:
+    token = fake_jwt()
+    out = Scrubber()(f"the service account presented {token} to the API server")
+    assert token not in out and token.split(".")[2] not in out
+    assert out == f"the service account presented {REDACTED} to the API server"
+
+
+@pytest.mark.parametrize("text", [
+    "the tokenizer splits words",
+    "a token is issued per service account",
+    "tokens: 3 issued",
+    "tokenFile: /var/run/secrets/token",
+    "automountServiceAccountToken: false",
+    "secretName: registry-credentials",
+    "kind: Secret",
+    "type: kubernetes.io/service-account-token",
+    "rbac/expected-deny [lab-a]: expected list secrets denied; observed allowed",
+    '"token_type": "Bearer", "expires_in": 3600',
+    "volumes:\n- name: certs\n  secret:\n    secretName: tls",
+    "https://10.0.0.1:6443/api/v1/namespaces/default/secrets",
+    "password: ***REDACTED***",
+])
+def test_ordinary_text_is_kept(text: str) -> None:
+    assert Scrubber()(text) == text
+
+
+def test_scrubbing_is_idempotent() -> None:
+    scrub = Scrubber()
+    once = scrub(f'access_token={fake()} "password": "{fake()}" Cookie: x={fake()}')
+    assert scrub(once) == once
+
+
+def test_patterns_are_linear_on_long_input() -> None:
+    """No catastrophic backtracking on long runs of key-like characters."""
+    scrub = Scrubber()
+    for text in ("a-" * 40_000, "token" * 20_000, "http://" * 20_000, "x: " * 30_000):
+        started = time.monotonic()
+        scrub(text)
+        assert time.monotonic() - started < 2.0, text[:20]
+
+
+def test_known_multiline_values_are_found_line_by_line() -> None:
+    label = "EC " + "PRIVATE KEY"  # assembled here: no key-shaped text is committed
+    body = [secrets.token_hex(24) for _ in range(3)]
+    key = "\n".join([f"-----BEGIN {label}-----", *body, f"-----END {label}-----"])
+    scrub = Scrubber([key])
+    assert body[1] not in scrub(f"a fragment: {body[1]}")
+
+
+# --- secret values a kubeconfig yields -------------------------------------------------------
+
+def _kubeconfig(path: Path, users: list[dict[str, object]]) -> Path:
+    data = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:1"}}],
+        "users": users,
+        "contexts": [{"name": f"ctx-{u['name']}", "context": {"cluster": "c", "user": u["name"]}}
+                     for u in users],
+    }
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_secret_values_include_exec_env_token_file_and_auth_provider(tmp_path: Path) -> None:
+    env_value, file_token, access, refresh, client_secret, proxy_password = (
+        fake() for _ in range(6))
+    (tmp_path / "token.txt").write_text(file_token + "\n")
+    key_body = secrets.token_hex(32)
+    (tmp_path / "client.key").write_text(f"key material\n{key_body}\n")
+    path = _kubeconfig(tmp_path / "kubeconfig.yaml", [
+        {"name": "exec-user", "user": {"exec": {
+            "apiVersion": "client.authentication.k8s.io/v1", "command": "get-token",
+            "env": [{"name": "VAULT_TOKEN_VALUE", "value": env_value}]}}},
+        {"name": "file-user", "user": {"tokenFile": "token.txt", "client-key": "client.key"}},
+        {"name": "oidc-user", "user": {"auth-provider": {"name": "oidc", "config": {
+            "client-id": "kubernetes", "idp-issuer-url": "https://issuer.example.invalid",
+            "id-token": fake_jwt(), "refresh-token": refresh, "client-secret": client_secret}}}},
+        {"name": "gcp-user", "user": {"auth-provider": {"name": "gcp", "config": {
+            "access-token": access, "cmd-path": "/usr/bin/gcloud", "expiry": "2030-01-01T00:00:00Z",
+            "custom-credential": "cc-" + fake()}}}},
+        {"name": "proxy-user", "user": {
+            "token": fake(), "proxy-url": f"http://bob:{proxy_password}@proxy.invalid:3128"}},
+    ])
+    values = load([path]).secret_values()
+    for secret in (env_value, file_token, access, refresh, client_secret, proxy_password):
+        assert secret in values, secret
+    assert any(key_body in v for v in values)
+    assert any(v.startswith("cc-") for v in values)
+    # public settings are not redacted everywhere they appear
+    for public in ("kubernetes", "https://issuer.example.invalid", "/usr/bin/gcloud",
+                   "get-token", "VAULT_TOKEN_VALUE"):
+        assert public not in values
+    scrub = Scrubber(values)
+    out = scrub(f"plugin said {env_value}; file {file_token}; key {key_body}; pw {proxy_password}")
+    for secret in (env_value, file_token, key_body, proxy_password):
+        assert secret not in out
+
+
+def test_secret_values_survive_a_missing_token_file(tmp_path: Path) -> None:
+    path = _kubeconfig(tmp_path / "kubeconfig.yaml", [
+        {"name": "u", "user": {"tokenFile": "does-not-exist", "exec": {"command": "x", "env": None}}},
+    ])
+    assert load([path]).secret_values() == set()
