@@ -15,8 +15,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from fleetcheck import evidence as ev
 from fleetcheck.kubeconfig import load
 from fleetcheck.scrub import REDACTED, Scrubber
+from kubernetes import client as k8s
 
 
 def fake(prefix: str = "") -> str:
@@ -198,3 +200,65 @@ def test_secret_values_survive_a_missing_token_file(tmp_path: Path) -> None:
         {"name": "u", "user": {"tokenFile": "does-not-exist", "exec": {"command": "x", "env": None}}},
     ])
     assert load([path]).secret_values() == set()
+
+
+# --- evidence: Kubernetes objects ------------------------------------------------------------
+
+def _plain_text(value: str) -> str:
+    return base64.b64encode(value.encode()).decode()
+
+
+def test_secrets_from_list_calls_are_redacted_model_and_dict() -> None:
+    data_value, string_value = _plain_text(fake()), fake()
+    listed = k8s.V1SecretList(items=[k8s.V1Secret(
+        metadata=k8s.V1ObjectMeta(name="db", namespace="app"), type="Opaque",
+        data={"password": data_value}, string_data={"extra": string_value})])
+    untyped = k8s.V1Secret(metadata=k8s.V1ObjectMeta(name="bare"), data={"k": data_value})
+    as_dict = {"kind": "SecretList", "items": [{"metadata": {"name": "db"},
+                                                "data": {"password": data_value}}]}
+    kindless = [{"metadata": {"name": "tls"}, "type": "kubernetes.io/tls",
+                 "data": {"tls.key": data_value}},
+                {"metadata": {"name": "release"}, "type": "helm.sh/release.v1",
+                 "data": {"release": data_value}}]
+    for obj in (listed, untyped, as_dict, kindless, {"nested": {"secret": untyped}}):
+        text = ev.to_yaml(obj)
+        assert data_value not in text and string_value not in text, text
+        assert REDACTED in text
+    # names and keys are kept: they are what an auditor needs
+    text = ev.to_yaml(listed)
+    assert "name: db" in text and "password:" in text and "extra:" in text
+
+
+def test_other_objects_keep_their_data() -> None:
+    config_map = {"kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"k": "value"}}
+    assert "k: value" in ev.to_yaml(config_map)
+    event = {"type": "Warning", "reason": "Failed", "message": "pull failed"}
+    assert ev.to_plain(event) == event
+    pod = k8s.V1Pod(metadata=k8s.V1ObjectMeta(name="p"),
+                    status=k8s.V1PodStatus(phase="Running"))
+    assert ev.to_plain(pod) == {"metadata": {"name": "p"}, "status": {"phase": "Running"}}
+
+
+def test_last_applied_configuration_is_redacted() -> None:
+    value = fake()
+    applied = json.dumps({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"},
+                          "stringData": {"password": value}})
+    annotations = {ev.LAST_APPLIED: applied, "team": "platform"}
+    for obj in (
+        {"kind": "Secret", "metadata": {"name": "s", "annotations": annotations}},
+        {"kind": "Deployment", "metadata": {"name": "d", "annotations": annotations}},
+        k8s.V1ConfigMap(metadata=k8s.V1ObjectMeta(name="m", annotations=annotations)),
+    ):
+        plain = ev.to_plain(obj)
+        assert plain["metadata"]["annotations"] == {ev.LAST_APPLIED: REDACTED, "team": "platform"}
+        assert value not in ev.to_yaml(obj)
+
+
+def test_evidence_json_and_object_go_through_the_same_cleaning() -> None:
+    value = _plain_text(fake())
+    secret = k8s.V1Secret(metadata=k8s.V1ObjectMeta(name="s"), data={"k": value})
+    e = ev.Evidence(Scrubber())
+    e.object("listed secret", k8s.V1SecretList(items=[secret]))
+    e.json("raw", {"items": [{"metadata": {"name": "s"}, "type": "Opaque", "data": {"k": value}}]})
+    for item in e:
+        assert value not in item.content, item
