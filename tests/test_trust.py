@@ -307,3 +307,19 @@ def test_scheduling_problem_of_pods() -> None:
     placed = k8s.V1Pod(spec=k8s.V1PodSpec(containers=[], node_name="n1"),
                        status=k8s.V1PodStatus(phase="Pending"))
     assert scheduling_problem(placed) is None
+
+
+def test_a_failing_test_that_is_not_a_check_still_fails_the_run(pytester: pytest.Pytester) -> None:
+    kubeconfig = write(pytester, kubeconfig_dict(["a"]))
+    pytester.makepyfile('''
+        import pytest
+
+        @pytest.mark.check("demo/ok")
+        def test_ok(check):
+            pass
+
+        def test_users_own():
+            assert False
+    ''')
+    result = pytester.runpytest(*PLUGIN, f"--kubeconfig={kubeconfig}", "--contexts=*")
+    assert result.ret == EXIT_NON_CONFORMANT
