@@ -163,13 +163,17 @@ def _kubeconfig(path: Path, users: list[dict[str, object]]) -> Path:
 def test_secret_values_include_exec_env_token_file_and_auth_provider(tmp_path: Path) -> None:
     env_value, file_token, access, refresh, client_secret, proxy_password = (
         fake() for _ in range(6))
+    opaque = fake("k7") + "9"  # credential-shaped: letters and digits
     (tmp_path / "token.txt").write_text(file_token + "\n")
     key_body = secrets.token_hex(32)
     (tmp_path / "client.key").write_text(f"key material\n{key_body}\n")
     path = _kubeconfig(tmp_path / "kubeconfig.yaml", [
         {"name": "exec-user", "user": {"exec": {
             "apiVersion": "client.authentication.k8s.io/v1", "command": "get-token",
-            "env": [{"name": "VAULT_TOKEN_VALUE", "value": env_value}]}}},
+            "env": [{"name": "VAULT_TOKEN_VALUE", "value": env_value},
+                    {"name": "OPAQUE_SETTING", "value": opaque},
+                    {"name": "AWS_PROFILE", "value": "default"},
+                    {"name": "AWS_REGION", "value": "eu-west-1"}]}}},
         {"name": "file-user", "user": {"tokenFile": "token.txt", "client-key": "client.key"}},
         {"name": "oidc-user", "user": {"auth-provider": {"name": "oidc", "config": {
             "client-id": "kubernetes", "idp-issuer-url": "https://issuer.example.invalid",
@@ -181,13 +185,14 @@ def test_secret_values_include_exec_env_token_file_and_auth_provider(tmp_path: P
             "token": fake(), "proxy-url": f"http://bob:{proxy_password}@proxy.invalid:3128"}},
     ])
     values = load([path]).secret_values()
-    for secret in (env_value, file_token, access, refresh, client_secret, proxy_password):
+    for secret in (env_value, opaque, file_token, access, refresh, client_secret,
+                   proxy_password):
         assert secret in values, secret
     assert any(key_body in v for v in values)
     assert any(v.startswith("cc-") for v in values)
     # public settings are not redacted everywhere they appear
     for public in ("kubernetes", "https://issuer.example.invalid", "/usr/bin/gcloud",
-                   "get-token", "VAULT_TOKEN_VALUE"):
+                   "get-token", "VAULT_TOKEN_VALUE", "default", "eu-west-1"):
         assert public not in values
     scrub = Scrubber(values)
     out = scrub(f"plugin said {env_value}; file {file_token}; key {key_body}; pw {proxy_password}")
