@@ -68,6 +68,22 @@ def test_problem(served, entry, problem):
     assert served.problem(Access.parse(entry)) == problem
 
 
+@pytest.mark.parametrize("entry", [
+    {"verb": "impersonate", "resource": "users"},
+    {"verb": "impersonate", "resource": "groups"},
+    {"verb": "impersonate", "resource": "serviceaccounts", "namespace": "a"},
+    {"verb": "impersonate", "resource": "uids.authentication.k8s.io"},
+    {"verb": "impersonate", "resource": "userextras.authentication.k8s.io/scopes"},
+    {"verb": "approve", "resource": "signers.certificates.k8s.io"},
+    {"verb": "get", "resource": "nodes/metrics"},
+    {"verb": "get", "resource": "nodes/stats"},
+])
+def test_authorization_only_resources_are_never_called_unserved(served, entry):
+    """Resources that exist only for authorization (impersonation, CSR signers, the kubelet
+    API's node subresources) are not in discovery, yet are real RBAC questions."""
+    assert served.problem(Access.parse(entry)) is None
+
+
 def test_unavailable_group_is_never_judged():
     served = _legacy()
     served.unavailable.add("metrics.k8s.io")

@@ -339,3 +339,11 @@ def test_expectations_reject_a_binding_name_allowlist_entry_at_load_time():
         Expectations(bad)
     assert Expectations({}).for_context("x")["rbac"]["trust_bootstrap"] is True
     assert Expectations({}).for_context("x")["rbac"]["risky_allowlist"] == []
+
+
+def test_rule_texts_survive_the_scrubber():
+    """The legend is evidence: no rule text may look like a credential (``token: x``)."""
+    from fleetcheck.scrub import Scrubber
+
+    scrub = Scrubber()
+    assert {k: scrub(v) for k, v in risky.RULES.items()} == risky.RULES
