@@ -130,10 +130,11 @@ def peer_kubeconfig(peer: Cluster) -> str:
 
 # ---------------------------------------------------------------- control plane
 
-def _daemon(cluster: Cluster, node: Node, comp: str, argv: list[str]) -> None:
+def _daemon(cluster: Cluster, node: Node, comp: str, argv: list[str],
+            restart: bool = False) -> None:
     start_daemon(f"{node.name}.{comp}", argv, netns=node.netns,
                  cgroup=f"fclab/daemons/{node.name}/{comp}",
-                 log=cluster.dir / "logs" / f"{node.name}.{comp}.log")
+                 log=cluster.dir / "logs" / f"{node.name}.{comp}.log", restart=restart)
 
 
 def start_etcd(cluster: Cluster) -> None:
@@ -195,7 +196,7 @@ def start_controller_manager(cluster: Cluster) -> None:
         f"--service-cluster-ip-range={cluster.service_cidr}",
         "--node-monitor-period=2s", "--node-monitor-grace-period=20s",
         "--profiling=false",
-    ])
+    ], restart=True)
 
 
 def start_scheduler(cluster: Cluster) -> None:
@@ -204,7 +205,7 @@ def start_scheduler(cluster: Cluster) -> None:
         str(BIN / "kube-scheduler"), f"--kubeconfig={kc}", f"--authentication-kubeconfig={kc}",
         f"--authorization-kubeconfig={kc}", "--bind-address=127.0.0.1", *LEADER_ELECTION,
         "--profiling=false",
-    ])
+    ], restart=True)
 
 
 # ---------------------------------------------------------------- nodes

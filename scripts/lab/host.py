@@ -175,9 +175,17 @@ def cgroup_stat(rel: str = CGROUP_PARENT) -> dict[str, float]:
     return out
 
 
+#: keeps a component running as kubelet keeps a static pod: restarted a second after it exits
+#: (a scheduler or controller-manager exits when it loses its leader-election Lease, e.g.
+#: while etcd is down); SIGTERM/SIGINT stop the component and the loop
+_RESTART_LOOP = ('trap \'kill -TERM "$c" 2>/dev/null; wait "$c"; exit 0\' TERM INT; '
+                 'while :; do "$@" & c=$!; wait "$c"; sleep 1; done')
+
+
 def start_daemon(name: str, argv: list[str], *, netns: str | None, cgroup: str, log: Path,
-                 env: dict[str, str] | None = None) -> int:
-    """Start a long-running lab process detached, in its cgroup and network namespace."""
+                 env: dict[str, str] | None = None, restart: bool = False) -> int:
+    """Start a long-running lab process detached, in its cgroup and network namespace
+    (``restart``: restarted whenever it exits, until stopped)."""
     make_cgroup(cgroup)
     log.parent.mkdir(parents=True, exist_ok=True)
     if netns:
@@ -188,8 +196,8 @@ def start_daemon(name: str, argv: list[str], *, netns: str | None, cgroup: str, 
     # the process joins its cgroup before exec (a shell, not preexec_fn: we start from threads)
     procs = [str(h / cgroup.strip("/") / "cgroup.procs") for h in hierarchies()]
     full_env["FCLAB_CGROUP_PROCS"] = " ".join(procs)
-    argv = ["/bin/sh", "-c", 'for p in $FCLAB_CGROUP_PROCS; do echo $$ > "$p"; done; exec "$@"',
-            "sh", *argv]
+    join = 'for p in $FCLAB_CGROUP_PROCS; do echo $$ > "$p"; done; '
+    argv = ["/bin/sh", "-c", join + (_RESTART_LOOP if restart else 'exec "$@"'), "sh", *argv]
     with open(log, "ab") as out:
         proc = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
