@@ -25,16 +25,16 @@ from typing import Any
 
 import pytest
 import yaml
-from backupkit import run_cli
+from backupkit import public_key_file, run_cli
 from fclab import CLUSTERS, LAB_IMAGES, core, pytest_cmd, wait_run_gone
 from fleetcheck import kubeconfig as kubeconfig_mod
-from fleetcheck.backup import ExitCode
+from fleetcheck.backup import ExitCode, signing
 from fleetcheck.backup import suite as kit
 from fleetcheck.backup.suite import archive_text_contains
 from fleetcheck.probes import expiry_of
 from fleetcheck.targets import build_api_client
 from kubernetes import watch as k8s_watch
-from labkit import KUBECONFIG, REPO, kubectl
+from labkit import IMAGE, KUBECONFIG, KUBECTL, REPO, kubectl
 
 pytestmark = pytest.mark.lab
 
@@ -62,8 +62,19 @@ def sample(scratch: list[tuple[str, str]]) -> tuple[str, str]:
     name = f"fc-backup-lab-{secrets.token_hex(3)}"
     value = "lab-pw-" + secrets.token_hex(12)
     scratch.append(("lab-a", name))
-    kit.create_objects(_client("lab-a"), kit.sample_objects(name, RUN_ID, 3600, value))
+    kit.create_objects(_client("lab-a"), kit.sample_objects(name, RUN_ID, 3600, value,
+                                                           IMAGE["busybox"]))
     return name, value
+
+
+@pytest.fixture(scope="module")
+def signing_key(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
+    """A signing key pair made for this module (in a temporary directory, never committed):
+    (private key, public key, fingerprint)."""
+    key = tmp_path_factory.mktemp("keys") / "signing.key"
+    out = _cli_ok(run_cli("keygen", "--signing", key))
+    fingerprint = out.split("key fingerprint: ", 1)[1].split()[0]
+    return key, Path(f"{key}.pub"), fingerprint
 
 
 def _cli_ok(proc: subprocess.CompletedProcess, code: int = 0) -> str:
@@ -79,26 +90,41 @@ def _secret_value(context: str, namespace: str, name: str = "app-secret",
 
 
 def test_backup_verify_against_restore_and_conflict(tmp_path: Path, sample: tuple[str, str],
-                                                    scratch: list[tuple[str, str]]) -> None:
+                                                    scratch: list[tuple[str, str]],
+                                                    signing_key: tuple[Path, Path, str]) -> None:
     ns, value = sample
+    key, pub, fingerprint = signing_key
     archive = tmp_path / "fleet.tar.gz"
+    hash_key = tmp_path / "keys-elsewhere" / "fleet.hashkey"
+    hash_key.parent.mkdir()
     out = _cli_ok(run_cli("backup", "--kubeconfig", KUBECONFIG, "--contexts", "lab-a,lab-b",
-                          "--namespaces", f"{ns}*", "--output", archive, "-q"))
-    assert "2 context(s)" in out and Path(f"{archive}.hashkey").is_file()
+                          "--namespaces", f"{ns}*", "--output", archive, "-q",
+                          "--signing-key", key, "--hash-key", hash_key))
+    assert "2 context(s)" in out and hash_key.is_file()
+    assert not Path(f"{archive}.hashkey").exists()  # no key next to the archive
+    assert f"signed with key {fingerprint}" in out
+    digest = re.search(r"^manifest SHA-256: ([0-9a-f]{64})$", out, re.MULTILINE).group(1)
     # one archive, one file per kind per context, metadata with server versions
-    verify = json.loads(_cli_ok(run_cli("verify", archive, "--json")))
+    verify = json.loads(_cli_ok(run_cli("verify", archive, "--json", "--public-key", pub)))
     assert verify["ok"] and verify["contexts"] == ["lab-a", "lab-b"]
-    meta = kit.archive_mod.verify(archive).metadata
+    assert verify["manifest_sha256"] == digest
+    assert verify["signature"]["state"] == "trusted"
+    assert verify["signature"]["key_fingerprint"] == fingerprint
+    _cli_ok(run_cli("verify", archive, "--expect-digest", digest))
+    _cli_ok(run_cli("verify", archive, "--expect-key-fingerprint", fingerprint))
+    proc = run_cli("verify", archive)  # nothing trusted given: not proven authentic
+    assert proc.returncode == ExitCode.INVALID and "not pinned" in proc.stdout, proc.stdout
+    trust = signing.Trust.of(public_keys=[pub])
+    meta = kit.archive_mod.verify(archive, trust=trust).metadata
     assert meta["contexts"]["lab-a"]["server_version"].startswith("v1.")
     assert meta["contexts"]["lab-a"]["kinds"]["deployments.apps"]["count"] == 1
     assert meta["contexts"]["lab-b"]["kinds"]["deployments.apps"]["count"] == 0
-    # the Secret value is nowhere in the archive
-    assert archive_text_contains(archive, [value]) == []
+    # the Secret value is nowhere in the archive, nor the private key
+    assert archive_text_contains(archive, [value, key.read_text().splitlines()[1]]) == []
 
     # verify --against: nothing changed yet; then a ConfigMap and the Secret value change
-    hash_key = f"{archive}.hashkey"
     out = _cli_ok(run_cli("verify", archive, "--against", "lab-a", "--hash-key", hash_key,
-                          "--kubeconfig", KUBECONFIG))
+                          "--kubeconfig", KUBECONFIG, "--public-key", pub))
     assert "0 difference(s)" in out
     kubectl("lab-a", "patch", "configmap", "app-config", "-n", ns, "--type=merge",
             "-p", '{"data":{"GREETING":"changed"}}')
@@ -106,11 +132,12 @@ def test_backup_verify_against_restore_and_conflict(tmp_path: Path, sample: tupl
             "-p", '{"stringData":{"password":"rotated"}}')
     try:
         out = _cli_ok(run_cli("verify", archive, "--against", "lab-a", "--hash-key", hash_key,
-                              "--kubeconfig", KUBECONFIG), ExitCode.CONFLICT)
+                              "--kubeconfig", KUBECONFIG, "--public-key", pub),
+                      ExitCode.CONFLICT)
         assert f"configmaps {ns}/app-config: changed (data.GREETING: 'hello' -> 'changed')" in out
         assert f"secrets {ns}/app-secret: changed (fleetcheckBackup.valueHashes.password" in out
         out = _cli_ok(run_cli("verify", archive, "--against", "lab-a", "--kubeconfig",
-                              KUBECONFIG), ExitCode.CONFLICT)
+                              KUBECONFIG, "--public-key", pub), ExitCode.CONFLICT)
         assert "Secret values not compared" in out and "app-secret" not in out
     finally:
         kubectl("lab-a", "patch", "configmap", "app-config", "-n", ns, "--type=merge",
@@ -122,7 +149,7 @@ def test_backup_verify_against_restore_and_conflict(tmp_path: Path, sample: tupl
     copy = f"{ns}-copy"
     scratch.append(("lab-a", copy))
     restore = ["restore", archive, "--kubeconfig", KUBECONFIG, "--context", "lab-a",
-               "--namespace", ns, "--into", copy]
+               "--namespace", ns, "--into", copy, "--expect-digest", digest]
     out = _cli_ok(run_cli(*restore), ExitCode.SECRETS_SKIPPED)
     assert "DRY RUN" in out and "namespace does not exist yet" in out
     assert "NOT restored" in out and f"{ns}/app-secret" in out
@@ -156,18 +183,24 @@ def test_backup_verify_against_restore_and_conflict(tmp_path: Path, sample: tupl
 
 
 def test_encrypted_values_restore_into_another_cluster(tmp_path: Path, sample: tuple[str, str],
-                                                       scratch: list[tuple[str, str]]) -> None:
+                                                       scratch: list[tuple[str, str]],
+                                                       signing_key: tuple[Path, Path, str]
+                                                       ) -> None:
     ns, value = sample
     key = tmp_path / "backup.key"
     _cli_ok(run_cli("keygen", key))
     archive = tmp_path / "enc.tar.gz"
-    _cli_ok(run_cli("backup", "--kubeconfig", KUBECONFIG, "--contexts", "lab-a", "--namespaces",
-                    ns, "--output", archive, "--include-secret-values", "--encryption-key", key,
-                    "-q"))
+    env_signed = {**os.environ, signing.ENV_SIGNING_KEY: str(signing_key[0])}
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "backup"), "backup",
+                           "--kubeconfig", KUBECONFIG, "--contexts", "lab-a", "--namespaces",
+                           ns, "--output", str(archive), "--include-secret-values",
+                           "--encryption-key", str(key), "-q"], env=env_signed,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert f"signed with key {signing_key[2]}" in _cli_ok(proc)  # key from the environment
     assert archive_text_contains(archive, [value]) == []
     scratch.append(("lab-b", ns))
     base = ["restore", archive, "--kubeconfig", KUBECONFIG, "--context", "lab-b", "--namespace",
-            ns, "--source-context", "lab-a", "--apply"]
+            ns, "--source-context", "lab-a", "--apply", "--public-key", signing_key[1]]
     proc = run_cli(*base)
     assert proc.returncode == ExitCode.USAGE and "--encryption-key" in proc.stderr
     wrong = tmp_path / "wrong.key"
@@ -191,6 +224,11 @@ def test_clear_errors(tmp_path: Path, sample: tuple[str, str]) -> None:
           "--namespace", ns], "not found"),
         (["restore", tmp_path / "none.tar.gz", "--kubeconfig", KUBECONFIG, "--context",
           "no-such-ctx", "--namespace", ns], "does not exist"),
+        (["backup", "--kubeconfig", KUBECONFIG, "--contexts", "lab-a", "--namespaces", ns,
+          "--signing-key", public_key_file(tmp_path), "-o", tmp_path / "d.tgz"],
+         "that is the public key"),
+        (["backup", "--kubeconfig", KUBECONFIG, "--contexts", "lab-a", "--namespaces", ns,
+          "--signing-key", tmp_path / "no-such.key", "-o", tmp_path / "e.tgz"], "not found"),
     ]
     for args, words in cases:
         proc = run_cli(*args)
@@ -203,12 +241,21 @@ def test_clear_errors(tmp_path: Path, sample: tuple[str, str]) -> None:
 # --- the suite ------------------------------------------------------------------------------------
 
 def run_suite(tmp_path: Path, contexts: str, expectations: dict | None = None,
-              select: str | None = None) -> dict[tuple[str, str], dict]:
-    """Run suites/test_backup.py; ``{(check id, context): record}`` from results.json."""
+              select: str | None = None, *, images: list[str] = LAB_IMAGES,
+              plugin: str | None = None) -> dict[tuple[str, str], dict]:
+    """Run suites/test_backup.py with the lab's probe images (``images``) and, optionally, a
+    fault-injecting ``plugin`` (Python source loaded with ``-p``); ``{(check id, context):
+    record}`` from results.json."""
     report = tmp_path / f"report-{secrets.token_hex(3)}"
     args = [sys.executable, "-m", "pytest", "suites/test_backup.py", f"--contexts={contexts}",
             f"--kubeconfig={KUBECONFIG}", f"--report-dir={report}", "-p", "no:cacheprovider",
-            "-q"]
+            "-q", *images]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    if plugin is not None:
+        name = f"fcfault_{secrets.token_hex(3)}"
+        (tmp_path / f"{name}.py").write_text(plugin)
+        env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), env.get("PYTHONPATH", "")])
+        args += ["-p", name]
     if expectations is not None:
         path = tmp_path / f"expectations-{secrets.token_hex(3)}.yaml"
         path.write_text(yaml.safe_dump(expectations))
@@ -216,11 +263,15 @@ def run_suite(tmp_path: Path, contexts: str, expectations: dict | None = None,
     if select:
         args += ["-k", select]
     proc = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=600,
-                          check=False)
+                          check=False, env=env)
     results = report / "results.json"
     assert results.is_file(), proc.stdout + proc.stderr
     data = json.loads(results.read_text())
     return {(r["check_id"], r["context"]): r for r in data["checks"]}
+
+
+def _evidence(record: dict) -> dict[str, str]:
+    return {e["name"]: e["content"] for e in record["evidence"]}
 
 
 def test_suite_conformant_on_the_lab(tmp_path: Path) -> None:
@@ -232,27 +283,95 @@ def test_suite_conformant_on_the_lab(tmp_path: Path) -> None:
             assert verdicts[(check_id, ctx)] == "conformant", results[(check_id, ctx)]
         velero = results[("backup/velero", ctx)]
         assert velero["verdict"] == "skipped" and "Velero is not installed" in velero["message"]
-    evidence = {e["name"]: e["content"] for e in results[("backup/restore-roundtrip",
-                                                         "lab-a")]["evidence"]}
+    evidence = _evidence(results[("backup/restore-roundtrip", "lab-a")])
     assert "lab-b:" in evidence["round trip"]  # restored into the next cluster too
-    archive_ev = {e["name"]: e["content"] for e in results[("backup/archive", "lab-a")]
-                  ["evidence"]}
+    archive_ev = _evidence(results[("backup/archive", "lab-a")])
     assert "kube-system" in archive_ev["size and time"]
+    assert archive_ev["signature"].startswith("SIGNED by trusted key SHA256:")
+    integrity_ev = _evidence(results[("backup/integrity", "lab-a")])
+    assert "SIGNED by trusted key" in integrity_ev["verify (this run's archive)"]
+    # every count was re-read (two namespaces: one resourceVersion recorded per list)
+    counts = integrity_ev["object counts: archive vs cluster at the archived resourceVersion"]
+    assert "configmaps" in counts and "not recorded" not in counts, counts
+
+
+def test_roundtrip_deploys_the_run_probe_image(tmp_path: Path) -> None:
+    """The round trip's Deployment runs the busybox image given with --probe-image (here one
+    no cluster has: the check compares objects, it does not wait for the pod)."""
+    image = f"lab.fleetcheck.invalid/busybox:0.0.0-roundtrip-{secrets.token_hex(2)}"
+    results = run_suite(tmp_path, "lab-a,lab-b", None, "roundtrip",
+                        images=[f"--probe-image=busybox={image}", LAB_IMAGES[1]])
+    for ctx in ("lab-a", "lab-b"):
+        record = results[("backup/restore-roundtrip", ctx)]
+        assert record["verdict"] == "conformant", record
+        assert f"Deployment image {image}" in _evidence(record)["sample"], record
+
+
+CRD_GROUP = "fleetcheck-lab-tests.example"
+
+
+def _widget_crd() -> dict:
+    return {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+            "metadata": {"name": f"fcwidgets.{CRD_GROUP}",
+                         "labels": {"app.kubernetes.io/part-of": "fleetcheck-lab-tests"}},
+            "spec": {"group": CRD_GROUP, "scope": "Namespaced",
+                     "names": {"plural": "fcwidgets", "singular": "fcwidget",
+                               "kind": "FcWidget", "listKind": "FcWidgetList"},
+                     "versions": [{"name": "v1", "served": True, "storage": True, "schema": {
+                         "openAPIV3Schema": {"type": "object",
+                                             "x-kubernetes-preserve-unknown-fields": True}}}]}}
+
+
+def test_integrity_unknown_when_counts_cannot_be_reread(tmp_path: Path) -> None:
+    """Fault: the kind a backup holds stops being served between backup/archive and
+    backup/integrity (its CRD is deleted), so the counts at backup time cannot be re-read.
+    That is unknown, never conformant (it used to pass with a '-' in the count table)."""
+    existing = kubectl("lab-a", "get", "crd", f"fcwidgets.{CRD_GROUP}", check=False)
+    if existing.returncode == 0:
+        pytest.skip("lab-a already has the test CRD (another run?); not touching it")
+    plugin = (
+        "import subprocess\n\n\n"
+        "def pytest_runtest_teardown(item, nextitem):\n"
+        "    \"\"\"Fault injection: delete the CRD once backup/archive has made the archive.\"\"\"\n"
+        "    if item.name.startswith('test_archive['):\n"
+        f"        subprocess.run([{KUBECTL!r}, '--kubeconfig={KUBECONFIG}', '--context=lab-a',\n"
+        f"                        'delete', 'crd', 'fcwidgets.{CRD_GROUP}', '--wait=true'],\n"
+        "                       check=True, capture_output=True, timeout=60)\n")
+    try:
+        kubectl("lab-a", "apply", "-f", "-", input=json.dumps(_widget_crd()))
+        kubectl("lab-a", "wait", "--for=condition=Established", "--timeout=30s",
+                f"crd/fcwidgets.{CRD_GROUP}")
+        results = run_suite(tmp_path, "lab-a", {"version": 1, "defaults": {"backup": {
+            "kinds": ["configmaps", f"fcwidgets.{CRD_GROUP}"]}}},
+            "test_archive or test_integrity", plugin=plugin)
+        assert results[("backup/archive", "lab-a")]["verdict"] == "conformant", results
+        record = results[("backup/integrity", "lab-a")]
+        assert record["verdict"] == "unknown", record
+        assert "could not be compared with the cluster" in record["message"], record
+        assert f"fcwidgets.{CRD_GROUP}" in record["message"], record
+        assert kubectl("lab-a", "get", "crd", f"fcwidgets.{CRD_GROUP}",
+                       check=False).returncode != 0  # the fault really happened
+    finally:
+        kubectl("lab-a", "delete", "crd", f"fcwidgets.{CRD_GROUP}", "--ignore-not-found",
+                check=False)
 
 
 def test_integrity_check_catches_each_damage(tmp_path: Path) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from backupkit import make_archive
     from test_backup_archive import DAMAGE, _damage
+    from test_backup_signing import forge
 
+    pub = str(public_key_file(tmp_path))
     good = make_archive(tmp_path / "nightly.tar.gz")
     damaged = {kind: _damage(kind, good, tmp_path / f"{kind.replace(' ', '-')}.tar.gz")
                for kind in DAMAGE}
     ok = run_suite(tmp_path, "lab-a", {"version": 1, "defaults": {"backup": {
-        "nightly_archive": str(good), "rpo_hours": 1}}}, "integrity")
+        "nightly_archive": str(good), "rpo_hours": 1, "public_key": pub}}}, "integrity")
     assert ok[("backup/integrity", "lab-a")]["verdict"] == "conformant", ok
     bad = run_suite(tmp_path, "lab-a", {"version": 1, "contexts": [{"match": "lab-a", "backup": {
-        "nightly_archive": [str(p) for p in damaged.values()]}}]}, "integrity")
+        "nightly_archive": [str(p) for p in damaged.values()], "public_key": pub}}]},
+        "integrity")
     record = bad[("backup/integrity", "lab-a")]
     assert record["verdict"] == "non-conformant"
     for kind, path in damaged.items():
@@ -263,9 +382,29 @@ def test_integrity_check_catches_each_damage(tmp_path: Path) -> None:
             assert f"{path.name} is truncated" in record["message"]
         assert prefix in record["message"] and words in record["message"], (kind, record)
     stale = run_suite(tmp_path, "lab-a", {"version": 1, "defaults": {"backup": {
-        "nightly_archive": str(good), "rpo_hours": 0.00001}}}, "integrity")
+        "nightly_archive": str(good), "rpo_hours": 0.00001, "public_key": pub}}}, "integrity")
     record = stale[("backup/integrity", "lab-a")]
     assert record["verdict"] == "non-conformant" and "older than the RPO" in record["message"]
+
+    # an object edited and SHA256SUMS recomputed: only the signature tells
+    forged = forge(good, tmp_path / "forged.tar.gz")
+    # unsigned: non-conformant (lab-a) unless require_signature: false (lab-b: conformant,
+    # and the evidence says UNSIGNED)
+    unsigned = make_archive(tmp_path / "unsigned.tar.gz", signer=None)
+    both = run_suite(tmp_path, "lab-a,lab-b", {"version": 1, "contexts": [
+        {"match": "lab-a", "backup": {"nightly_archive": [str(forged), str(unsigned)],
+                                      "public_key": pub}},
+        {"match": "lab-b", "backup": {"nightly_archive": str(unsigned),
+                                      "require_signature": False}}]}, "integrity")
+    record = both[("backup/integrity", "lab-a")]
+    assert record["verdict"] == "non-conformant", record
+    assert f"nightly archive {forged}: SHA256SUMS.sig: signature by" in record["message"]
+    assert "does NOT verify" in record["message"]
+    assert f"nightly archive {unsigned}: SHA256SUMS.sig: UNSIGNED" in record["message"]
+    record = both[("backup/integrity", "lab-b")]
+    assert record["verdict"] == "conformant", record
+    assert "UNSIGNED" in _evidence(record)["UNSIGNED nightly archives"]
+    assert "require_signature: false" in _evidence(record)["UNSIGNED nightly archives"]
 
 
 # --- Velero ---------------------------------------------------------------------------------------
