@@ -147,12 +147,14 @@ def test_control_plane(target: Target, check: CheckInfo, evidence: Evidence,
             problems.append(f"{path}: HTTP {status}" + (f", failing: {'; '.join(failed)}"
                                                          if failed else ""))
     names = list(conn.get("control_plane_leases") or [])
-    rows, lease_problems = leases.assess(target, names,
-                                         bool(conn.get("require_control_plane_leases")))
+    required = bool(conn.get("require_control_plane_leases"))
+    rows, lease_problems, unreadable = leases.assess(target, names, required)
     if names:
         evidence.table("leader-election leases", ["lease", "holder", "renewed", "age",
                                                   "duration", "state"], rows)
     problems += lease_problems
+    if unreadable and required and not problems:
+        raise Unknown("; ".join(unreadable) + ": control-plane liveness was not measured")
     check.require(not problems, expected="/readyz and /livez: every sub-check ok; "
                   + (f"leases {', '.join(names)} held and fresh" if names else "no leases"),
                   observed="; ".join(problems))
