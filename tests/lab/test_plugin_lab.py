@@ -72,7 +72,7 @@ def test_dead_context_is_unknown_quickly_while_others_pass(lab_kubeconfig: Path,
                 f"--kubeconfig={lab_kubeconfig}", f"--kubeconfig={dead}",
                 "--contexts=lab-*,dead,badcreds", f"--report-dir={out}"], cwd=REPO)
     elapsed = time.monotonic() - start
-    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert proc.returncode == 6, proc.stdout + proc.stderr
     assert verdicts(out) == {
         "test_api_ready[lab-a]": "conformant", "test_api_ready[lab-b]": "conformant",
         "test_api_ready[lab-c]": "conformant", "test_api_ready[dead]": "unknown",
@@ -134,7 +134,9 @@ def test_deploy(target, probes):
     pod = probes.wait_ready("web")
     r = probes.busybox.exec(["sh", "-c", f"nc -w 3 {pod.status.pod_ip} 8080 </dev/null"], timeout=15)
     assert r.ok, r.render()
-    r = probes.busybox.exec(["sh", "-c", "nc -w 3 web 80 </dev/null"], timeout=15)
+    # kube-proxy programs a new service within seconds: give it up to 15
+    r = probes.busybox.exec(["sh", "-c", "for i in $(seq 30); do nc -w 3 web 80 </dev/null "
+                             "&& exit 0; sleep 0.5; done; exit 1"], timeout=40)
     assert r.ok, r.render()
     scratch = probes.scratch_namespace("restore")
     assert scratch == probes.namespace + "-restore" == probes.scratch_namespace("restore")
@@ -191,7 +193,7 @@ def test_probe_never_ready_is_unknown_with_events(lab_kubeconfig: Path, tmp_path
                 "--probe-image=busybox=lab.fleetcheck.invalid/busybox:0.0.0-missing",
                 "--probe-ready-timeout=60"], cwd=project)
     out = project / "reports" / rid
-    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert proc.returncode == 6, proc.stdout + proc.stderr
     checks = {c["check_id"]: c for c in results(out)["checks"]}
     for check in checks.values():
         assert check["verdict"] == "unknown"
@@ -222,7 +224,7 @@ def test_probe(target, probes):
     proc = run([f"--kubeconfig={lab_kubeconfig}", "--contexts=viewer@lab-a", f"--run-id={rid}",
                 *LAB_IMAGES], cwd=project)
     out = project / "reports" / rid
-    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert proc.returncode == 6, proc.stdout + proc.stderr
     checks = {c["check_id"]: c for c in results(out)["checks"]}
     assert checks["demo/api"]["verdict"] == "conformant"
     assert checks["demo/probe"]["verdict"] == "unknown"
