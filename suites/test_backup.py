@@ -19,6 +19,7 @@ from fleetcheck.backup import suite as kit
 from fleetcheck.expectations import check_applies
 from fleetcheck.fleet import FleetRun
 from fleetcheck.probes import ProbeSet
+from fleetcheck.progress import waiting
 
 #: the fixtures backup_workspace and backup_settings
 pytest_plugins = ["fleetcheck.backup.suite"]
@@ -207,9 +208,11 @@ def test_restore_roundtrip(target: Target, fleet: FleetRun, check: CheckInfo,
         destinations = [(target, copy_ns)] + ([(peer, source_ns)] if peer else [])
         for dest, dest_ns in destinations:
             created.append((dest, dest_ns))
-            result = restore_mod.restore(dest.api_client, dest.name, report, namespace=source_ns,
-                                         into=dest_ns, source_context=target.name, codec=codec,
-                                         apply=True, timeout=timeout)
+            with waiting(dest.name, f"restore round trip {target.name}:{source_ns} -> {dest_ns}"):
+                result = restore_mod.restore(dest.api_client, dest.name, report,
+                                             namespace=source_ns, into=dest_ns,
+                                             source_context=target.name, codec=codec,
+                                             apply=True, timeout=timeout)
             evidence.text(f"restore into {dest.name}:{dest_ns}", result.render())
             if result.error or result.skipped_secrets:
                 problems.append(f"restore into {dest.name}:{dest_ns} failed: "
