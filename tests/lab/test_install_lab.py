@@ -39,8 +39,17 @@ def _env() -> dict[str, str]:
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
     base = tmp_path_factory.mktemp("install")
     wheels = base / "wheels"
+    # build from a copy of the tracked files: the build leaves build/ behind, never in the
+    # checkout
+    source = base / "source"
+    tracked = subprocess.run(["git", "-C", str(REPO), "ls-files", "-z"], capture_output=True,
+                             check=True).stdout.decode().split("\0")
+    for name in filter(None, tracked):
+        if (REPO / name).is_file():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, source / name)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels),
-                    str(REPO)], check=True, timeout=600, env=_env())
+                    str(source)], check=True, timeout=600, env=_env())
     (wheel,) = wheels.glob("fleetcheck-*.whl")
     venv = base / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
