@@ -323,3 +323,25 @@ def test_a_failing_test_that_is_not_a_check_still_fails_the_run(pytester: pytest
     ''')
     result = pytester.runpytest(*PLUGIN, f"--kubeconfig={kubeconfig}", "--contexts=*")
     assert result.ret == EXIT_NON_CONFORMANT
+
+
+def test_tools_outside_a_run_bound_exec_plugins_too(tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """The janitor and the backup tool run a failing plugin once, bounded, and say so."""
+    from fleetcheck import janitor
+    from fleetcheck.backup import cli as backup_cli
+
+    script = plugin_script(tmp_path / "fail", 'echo "no session; password=hunter2hunter2" >&2; '
+                                               "exit 3")
+    data = kubeconfig_dict(["a"])
+    data["users"][0]["user"] = exec_user(script)
+    path = tmp_path / "kc.yaml"
+    path.write_text(yaml.safe_dump(data))
+    assert janitor.main([f"--kubeconfig={path}", "--contexts=a", "--all-expired"]) != 0
+    code = backup_cli.main(["backup", f"--kubeconfig={path}", "--contexts=a",
+                            "--output", str(tmp_path / "out.tar.gz")])
+    assert code != 0
+    out = capsys.readouterr()
+    text = out.out + out.err
+    assert text.count("failed (exit 3)") == 2, text
+    assert "hunter2hunter2" not in text
