@@ -165,7 +165,8 @@ def test_restore_roundtrip(target: Target, fleet: FleetRun, check: CheckInfo,
     RoleBinding is backed up (Secret values encrypted), restored into a scratch namespace of
     the same cluster and, when several contexts are selected, into the next context, and
     compared object by object after normalisation (Secrets by value hash).  The Deployment
-    runs the run's busybox probe image (``--probe-image busybox=...``).  Every sample object
+    names the run's busybox probe image (``--probe-image busybox=...``) and has 0 replicas:
+    objects are compared, no pod is started.  Every sample object
     must be in the archive: an empty archive restores into an empty namespace, which would
     compare equal to nothing and prove nothing."""
     suffix = secrets.token_hex(3)
@@ -181,7 +182,7 @@ def test_restore_roundtrip(target: Target, fleet: FleetRun, check: CheckInfo,
         objects = kit.sample_objects(source_ns, fleet.run_id, fleet.settings.probe_ttl,
                                      "pw-" + secrets.token_hex(12), image)
         evidence.text("sample", f"namespace {source_ns}; Deployment image {image} (the run's "
-                                "busybox probe image)")
+                                "busybox probe image), 0 replicas")
         try:
             created.append((target, source_ns))
             kit.create_objects(target.api_client, objects, timeout)

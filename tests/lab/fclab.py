@@ -26,8 +26,10 @@ def pytest_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args]
 
 
-def run(args: list[str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+def run(args: list[str], cwd: Path, timeout: float = 300,
+        env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    env.update(env_extra or {})
     return subprocess.run(pytest_cmd(*args), cwd=cwd, capture_output=True, text=True,
                           timeout=timeout, env=env, check=False)
 
