@@ -3,6 +3,7 @@ leak verdicts, generated kubeconfig and expectations, tables.  No lab needed."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -11,9 +12,19 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "scripts" / "bench"))
 
-import benchlib as bl
+
+def _load_benchlib():
+    """scripts/bench/benchlib.py, loaded by path: putting scripts/bench on sys.path for the
+    whole session would change what later in-process pytest runs import."""
+    spec = importlib.util.spec_from_file_location("fc_benchlib", REPO / "scripts/bench/benchlib.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["fc_benchlib"] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+bl = _load_benchlib()
 
 
 def test_parse_pytest_seconds_takes_the_summary_line() -> None:
@@ -142,7 +153,6 @@ def test_context_plan_is_round_robin_with_distinct_identities() -> None:
 
 
 def test_bench_kubeconfig_loads_with_fleetcheck(tmp_path: Path) -> None:
-    sys.path.insert(0, str(REPO / "fixtures"))
     from fleetcheck import kubeconfig as kc
 
     clusters = {c: {"server": f"https://127.0.0.1:{26443 + i}",
@@ -173,7 +183,6 @@ def test_split_dead() -> None:
 
 
 def test_bench_expectations_validate() -> None:
-    sys.path.insert(0, str(REPO / "fixtures"))
     from fleetcheck import expectations as ex
 
     data = bl.bench_expectations()
