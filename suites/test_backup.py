@@ -174,12 +174,12 @@ def test_restore_roundtrip(target: Target, fleet: FleetRun, check: CheckInfo,
     # named, labelled and annotated like probe namespaces (the copies inherit the labels and
     # the expires-at annotation from the archived Namespace), so end-of-run cleanup and the
     # janitor delete them even when the finally below never runs
-    source_ns, copy_ns = kit.roundtrip_namespaces(fleet.run_id, suffix)
+    source_ns, copy_ns = kit.roundtrip_namespaces(fleet.probe_run_id, suffix)
     timeout = (target.connect_timeout, max(target.request_timeout, 30.0))
     peer = _roundtrip_peer(fleet, target)
     created: list[tuple[Target, str]] = []
     try:
-        objects = kit.sample_objects(source_ns, fleet.run_id, fleet.settings.probe_ttl,
+        objects = kit.sample_objects(source_ns, fleet.probe_run_id, fleet.settings.probe_ttl,
                                      "pw-" + secrets.token_hex(12), image)
         evidence.text("sample", f"namespace {source_ns}; Deployment image {image} (the run's "
                                 "busybox probe image), 0 replicas")

@@ -46,3 +46,4 @@ def test_console_scripts_are_declared() -> None:
     scripts = {ep.name: ep.value for ep in entry_points(group="console_scripts")}
     assert scripts.get("fleetcheck-janitor") == "fleetcheck.janitor:main"
     assert scripts.get("fleetcheck-backup") == "fleetcheck.backup.cli:main"
+    assert scripts.get("fleetcheck-merge") == "fleetcheck.merge:main"

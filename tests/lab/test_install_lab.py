@@ -83,7 +83,8 @@ def test_import_is_ours(installed: Installed, tmp_path: Path) -> None:
 
 
 def test_console_scripts_help(installed: Installed, tmp_path: Path) -> None:
-    for name, words in (("fleetcheck-janitor", "--all-expired"), ("fleetcheck-backup", "restore")):
+    for name, words in (("fleetcheck-janitor", "--all-expired"), ("fleetcheck-backup", "restore"),
+                        ("fleetcheck-merge", "--out DIR")):
         proc = subprocess.run([str(installed.bin(name)), "--help"], cwd=tmp_path, check=False,
                               capture_output=True, text=True, timeout=60, env=_env())
         assert proc.returncode == 0, proc.stderr
