@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import secrets
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from fleetcheck import CheckInfo, Evidence, Target, Unknown
@@ -207,24 +208,34 @@ def test_restore_roundtrip(target: Target, fleet: FleetRun, check: CheckInfo,
         rows.append((f"{target.name}:{source_ns}", "(original vs archive)", len(diffs)))
         problems += [f"original {d}" for d in diffs]
         destinations = [(target, copy_ns)] + ([(peer, source_ns)] if peer else [])
-        for dest, dest_ns in destinations:
-            created.append((dest, dest_ns))
+        created += destinations
+
+        def restore_into(dest: Target, dest_ns: str) -> tuple[str, tuple, list[str]]:
             with waiting(dest.name, f"restore round trip {target.name}:{source_ns} -> {dest_ns}"):
                 result = restore_mod.restore(dest.api_client, dest.name, report,
                                              namespace=source_ns, into=dest_ns,
                                              source_context=target.name, codec=codec,
                                              apply=True, timeout=timeout)
-            evidence.text(f"restore into {dest.name}:{dest_ns}", result.render())
             if result.error or result.skipped_secrets:
-                problems.append(f"restore into {dest.name}:{dest_ns} failed: "
-                                f"{result.error or 'secrets skipped'}")
-                rows.append((f"{dest.name}:{dest_ns}", "restore failed", "-"))
-                continue
+                failure = (f"restore into {dest.name}:{dest_ns} failed: "
+                           f"{result.error or 'secrets skipped'}")
+                return result.render(), (f"{dest.name}:{dest_ns}", "restore failed", "-"), [
+                    failure]
             diffs = kit.compare_namespace(dest.api_client, dest.name, dest_ns, archived,
                                           source_ns, codec, ROUNDTRIP_KINDS, timeout)
-            rows.append((f"{dest.name}:{dest_ns}", f"{len(result.steps)} objects restored",
-                         len(diffs)))
-            problems += [f"{dest.name}:{dest_ns}: {d}" for d in diffs]
+            return result.render(), (f"{dest.name}:{dest_ns}",
+                                     f"{len(result.steps)} objects restored", len(diffs)), [
+                f"{dest.name}:{dest_ns}: {d}" for d in diffs]
+
+        # both copies at once (they are independent); reported in order
+        with ThreadPoolExecutor(max_workers=len(destinations)) as pool:
+            futures = [pool.submit(restore_into, d, n) for d, n in destinations]
+            outcomes = [f.result() for f in futures]
+        for (dest, dest_ns), (rendered, row, dest_problems) in zip(destinations, outcomes,
+                                                                   strict=True):
+            evidence.text(f"restore into {dest.name}:{dest_ns}", rendered)
+            rows.append(row)
+            problems += dest_problems
         evidence.table("round trip", ["namespace", "restore", "differences"], rows)
         if not peer:
             evidence.text("other cluster", "only one reachable context selected: restore into "
