@@ -85,11 +85,14 @@ def test_checks_overlap_and_report_as_if_run_in_order(lab_kubeconfig: Path,
     for kind in ("wait-start", "outcomes", "bug", "tmp", "disruptive-start"):
         assert sorted(n for n in names if n.startswith(kind + " ")) == [
             f"{kind} lab-{c}" for c in "abc"], names
-    # the waits of the three contexts overlapped (in pool threads)
-    starts = [float(e[3]) for e in events if e[0] == "wait-start"]
-    ends = [float(e[3]) for e in events if e[0] == "wait-end"]
-    assert max(starts) < min(ends), events
-    assert all(e[2].startswith("fleetcheck-ahead") for e in events if e[0] == "wait-start")
+    # the waits of the contexts overlapped, in pool threads (pytest itself may run a check it
+    # reaches before the pool starts, which waits until the probe pods are submitted)
+    start_of = {e[1]: (float(e[3]), e[2]) for e in events if e[0] == "wait-start"}
+    end_of = {e[1]: float(e[3]) for e in events if e[0] == "wait-end"}
+    pooled = [c for c, (_, thread) in start_of.items() if thread.startswith("fleetcheck-ahead")]
+    assert len(pooled) >= 2, events
+    assert max(start_of[c][0] for c in pooled) < min(end_of[c] for c in pooled), events
+    ends = list(end_of.values())
     # a check with a fixture fleetcheck cannot build (tmp_path) runs in pytest's thread
     assert all(e[2] == "MainThread" for e in events if e[0] == "tmp"), events
     # a disruptive check overlaps nothing: every check that ran ahead had ended before it

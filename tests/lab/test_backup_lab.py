@@ -242,14 +242,15 @@ def test_clear_errors(tmp_path: Path, sample: tuple[str, str]) -> None:
 
 def run_suite(tmp_path: Path, contexts: str, expectations: dict | None = None,
               select: str | None = None, *, images: list[str] = LAB_IMAGES,
-              plugin: str | None = None) -> dict[tuple[str, str], dict]:
+              plugin: str | None = None, extra: tuple[str, ...] = ()
+              ) -> dict[tuple[str, str], dict]:
     """Run suites/test_backup.py with the lab's probe images (``images``) and, optionally, a
     fault-injecting ``plugin`` (Python source loaded with ``-p``); ``{(check id, context):
     record}`` from results.json."""
     report = tmp_path / f"report-{secrets.token_hex(3)}"
     args = [sys.executable, "-m", "pytest", "suites/test_backup.py", f"--contexts={contexts}",
             f"--kubeconfig={KUBECONFIG}", f"--report-dir={report}", "-p", "no:cacheprovider",
-            "-q", *images]
+            "-q", *images, *extra]
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
     if plugin is not None:
         name = f"fcfault_{secrets.token_hex(3)}"
@@ -343,7 +344,9 @@ def test_integrity_unknown_when_counts_cannot_be_reread(tmp_path: Path) -> None:
                 f"crd/fcwidgets.{CRD_GROUP}")
         results = run_suite(tmp_path, "lab-a", {"version": 1, "defaults": {"backup": {
             "kinds": ["configmaps", f"fcwidgets.{CRD_GROUP}"]}}},
-            "test_archive or test_integrity", plugin=plugin)
+            "test_archive or test_integrity", plugin=plugin,
+            # the fault is injected between the two checks: they must run in pytest's order
+            extra=("--concurrency=1",))
         assert results[("backup/archive", "lab-a")]["verdict"] == "conformant", results
         record = results[("backup/integrity", "lab-a")]
         assert record["verdict"] == "unknown", record
@@ -531,7 +534,9 @@ def test_sigkill_during_roundtrip_then_janitor_deletes_its_namespaces(tmp_path: 
                            f"--kubeconfig={KUBECONFIG}", "--contexts=lab-*",
                            "--expectations=scripts/lab/expectations.yaml", *LAB_IMAGES,
                            f"--run-id={rid}", f"--probe-ttl={ttl}",
-                           f"--report-dir={tmp_path / 'report'}", "-q"),
+                           f"--report-dir={tmp_path / 'report'}", "-q",
+                           # one round trip at a time: the kill comes during the first
+                           "--concurrency=1"),
                 cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
         # kill once the sample, its copy and the copy on the next cluster all exist (the
         # check is then restoring into the next cluster; its finally has not run)
