@@ -10,6 +10,7 @@ session left behind.  Under xdist every process (controller, workers) writes its
 
 from __future__ import annotations
 
+import atexit
 import collections
 import json
 import os
@@ -53,6 +54,10 @@ def _record(phase: str) -> None:
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     _record("configure")
+    # "unconfigure" is recorded when the interpreter exits: after every plugin's
+    # pytest_unconfigure (fleetcheck closes its clients there; hook order among trylast
+    # implementations would otherwise decide whether that is seen)
+    atexit.register(_record, "unconfigure")
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -65,6 +70,3 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     _record("sessionfinish")
 
 
-@pytest.hookimpl(trylast=True)
-def pytest_unconfigure(config: pytest.Config) -> None:
-    _record("unconfigure")
