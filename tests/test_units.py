@@ -229,3 +229,30 @@ def test_with_deadline() -> None:
     with pytest.raises(TimeoutError):
         with_deadline(lambda: time.sleep(5), 0.2)
     assert time.monotonic() - start < 1
+
+
+def test_lookup_batch_splits_answers_per_name() -> None:
+    from fleetcheck.netprobe import parse_lookup_batch
+    from fleetcheck.probes import ExecResult
+
+    out = (
+        "@@fc-lookup 0\nServer:\t\t10.96.0.10\nAddress:\t10.96.0.10:53\n\n"
+        "Name:\tkubernetes.default.svc.cluster.local\nAddress: 10.96.0.1\n\n"
+        "real\t0m 0.01s\nuser\t0m 0.00s\nsys\t0m 0.00s\n@@fc-rc 0\n"
+        "@@fc-lookup 1\nServer:\t\t10.96.0.10\nAddress:\t10.96.0.10:53\n\n"
+        "** server can't find nope.svc.cluster.local: NXDOMAIN\n\n"
+        "real\t0m 0.02s\nuser\t0m 0.00s\nsys\t0m 0.00s\n@@fc-rc 1\n"
+        "@@fc-lookup 2\nnslookup: read: Connection refused\nCommand terminated by signal 9\n"
+        "real\t0m 6.00s\nuser\t0m 0.00s\nsys\t0m 0.00s\n@@fc-rc 9\n"
+        "@@fc-lookup 3\n"
+    )
+    result = ExecResult(["sh", "-c", "..."], 0, out, "", 5.1)
+    a, b, c, d = parse_lookup_batch(
+        ["kubernetes.default.svc.cluster.local", "nope.svc.cluster.local", "slow.example",
+         "cut.example"], result)
+    assert (a.status, a.addresses, a.server, a.latency_ms) == (
+        "ok", ["10.96.0.1"], "10.96.0.10", 10.0)
+    assert (b.status, b.latency_ms) == ("nxdomain", 20.0)
+    assert (c.status, c.latency_ms) == ("timeout", None)   # killed: a DNS failure
+    assert d.status == "timeout"                           # the exec ended first
+    assert a.exec is result and d.exec is result
