@@ -24,3 +24,14 @@ def write_kubeconfig(tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return write
+
+
+@pytest.fixture
+def isolated_pytester(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+                      ) -> pytest.Pytester:
+    """pytester with no KUBECONFIG, a HOME of its own, and a pyproject so that its directory
+    is the rootdir (as the checkout is for users)."""
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    monkeypatch.setenv("HOME", str(pytester.path / "home"))
+    pytester.makepyprojecttoml("[tool.pytest.ini_options]\n")
+    return pytester

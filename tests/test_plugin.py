@@ -37,11 +37,8 @@ def kubeconfig(pytester: pytest.Pytester) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _isolated_env(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("KUBECONFIG", raising=False)
-    monkeypatch.setenv("HOME", str(pytester.path / "home"))
-    # a pyproject so pytester's directory is the rootdir (as the checkout is for users)
-    pytester.makepyprojecttoml("[tool.pytest.ini_options]\n")
+def _isolated_env(isolated_pytester: pytest.Pytester) -> None:
+    """Every test here runs pytester in isolation (tests/conftest.py)."""
 
 
 def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:

@@ -65,10 +65,8 @@ def fleet_kubeconfig(names: list[str], aliases: dict[str, str] | None = None) ->
 
 
 @pytest.fixture(autouse=True)
-def _isolated_env(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("KUBECONFIG", raising=False)
-    monkeypatch.setenv("HOME", str(pytester.path / "home"))
-    pytester.makepyprojecttoml("[tool.pytest.ini_options]\n")
+def _isolated_env(isolated_pytester: pytest.Pytester) -> None:
+    """Every test here runs pytester in isolation (tests/conftest.py)."""
 
 
 @pytest.fixture

@@ -37,10 +37,8 @@ def test_second(target):
 
 
 @pytest.fixture(autouse=True)
-def _isolated_env(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("KUBECONFIG", raising=False)
-    monkeypatch.setenv("HOME", str(pytester.path / "home"))
-    pytester.makepyprojecttoml("[tool.pytest.ini_options]\n")
+def _isolated_env(isolated_pytester: pytest.Pytester) -> None:
+    """Every test here runs pytester in isolation (tests/conftest.py)."""
 
 
 def plugin_script(path: Path, body: str) -> Path:
