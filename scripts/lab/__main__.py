@@ -8,7 +8,8 @@
   python3 scripts/lab build     build binaries and images only
 
 The kubeconfig is written to /var/lib/fleetcheck-lab/kubeconfig (contexts lab-a, lab-b, lab-c;
-restricted viewer@<cluster> and editor@<cluster>). Run as root.
+restricted viewer@<cluster> and editor@<cluster>; karmada, the Karmada control plane over the
+clusters, see karmada.py). Run as root.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import bootstrap
 import build
 import components as comp
 import host
+import karmada
 import network
 from topology import (
     CACHE,
@@ -100,6 +102,7 @@ def do_build(force: bool = False) -> dict[str, Path]:
     import images
 
     build.build_kube(force=force, log=log)
+    build.build_karmada(force=force, log=log)
     log("images")
     return images.build_all(CACHE, HERE / "gosrc")
 
@@ -191,7 +194,7 @@ def healthy(clusters: list[Cluster]) -> list[str]:
             problems.append(f"{c.name}: {ready}/{total} nodes Ready")
         if not coredns_ready(c):
             problems.append(f"{c.name}: CoreDNS not ready")
-    return problems
+    return problems + karmada.problems(clusters)
 
 
 def lab_digest(spec: str) -> str:
@@ -229,7 +232,8 @@ def do_up(spec: str, force: bool) -> None:
     log("certificates and kubeconfigs")
     with cf.ThreadPoolExecutor(4) as pool:
         list(pool.map(comp.make_pki, clusters))
-    comp.user_kubeconfig(clusters)
+    karmada.make_pki()
+    comp.user_kubeconfig(clusters, extra=[karmada.user_kubeconfig_doc()])
     host.start_daemon("apiproxy", [sys.executable, str(HERE / "apiproxy.py"),
                                    f"/run/netns/{ROUTER_NS}",
                                    *[f"{c.api_port}={c.control_plane.ip}:6443"
@@ -239,6 +243,7 @@ def do_up(spec: str, force: bool) -> None:
     log("control planes and nodes")
     for c in clusters:
         start_cluster_daemons(c)
+    karmada.start(log)
     with cf.ThreadPoolExecutor(8) as pool:
         futures = [pool.submit(start_node, c, n, archives) for c in clusters for n in c.nodes]
         for f in futures:
@@ -248,6 +253,8 @@ def do_up(spec: str, force: bool) -> None:
     for c in clusters:
         wait(f"{c.name} nodes Ready", lambda c=c: nodes_ready(c)[0] == len(c.nodes), 120)
         wait(f"{c.name} CoreDNS ready", lambda c=c: coredns_ready(c), 120)
+    log("Karmada: control plane and join of every cluster (push mode)")
+    karmada.bootstrap(clusters, kubectl, log)
     log(f"lab up in {time.monotonic() - t_start:.0f}s (after build): {spec}; "
         f"kubeconfig: {KUBECONFIG}")
 
@@ -257,11 +264,14 @@ def do_up(spec: str, force: bool) -> None:
 def find_component(clusters: list[Cluster], name: str):
     """``<node>.<component>`` -> (cluster, node, component), or a clear error."""
     node_name, _, component = name.partition(".")
+    if name in karmada.daemon_names():
+        return None, None, component
     for c in clusters:
         for n in c.nodes:
             if n.name == node_name and name in comp.components(c):
                 return c, n, component
-    known = ", ".join(d for c in clusters for d in comp.components(c))
+    known = ", ".join([*(d for c in clusters for d in comp.components(c)),
+                       *karmada.daemon_names()])
     raise SystemExit(f"unknown component {name!r}; the lab has: {known}")
 
 
@@ -290,7 +300,10 @@ def do_start(clusters: list[Cluster], name: str) -> None:
     if host.daemon_alive(name):
         log(f"{name} is already running")
         return
-    STARTERS[component](c, n)
+    if c is None:
+        karmada.STARTERS[component]()
+    else:
+        STARTERS[component](c, n)
     log(f"started {name}")
 
 
@@ -298,6 +311,7 @@ def do_status(clusters: list[Cluster]) -> int:
     rows = [("apiproxy", host.daemon_alive("apiproxy"))]
     for c in clusters:
         rows += [(d, host.daemon_alive(d)) for d in comp.components(c)]
+    rows += [(d, host.daemon_alive(d)) for d in karmada.daemon_names()]
     for name, alive in rows:
         print(f"{name:45} {'running' if alive else 'DEAD'}")
     for c in clusters:
@@ -306,6 +320,7 @@ def do_status(clusters: list[Cluster]) -> int:
         dns = coredns_ready(c) if code == 200 else False
         print(f"{c.name:10} api={c.host_server} readyz={code or 'unreachable'} "
               f"nodes={ready}/{total} coredns={'ready' if dns else 'NOT READY'}")
+    print(karmada.status_line(clusters))
     problems = healthy(clusters)
     for p in problems:
         print(f"problem: {p}")
@@ -323,6 +338,7 @@ def do_resources(clusters: list[Cluster], seconds: float) -> None:
                     mem += s.get("rss_bytes", 0)
                     cpu += s.get("cpu_seconds", 0)
             out[c.name] = {"rss_bytes": mem, "cpu_seconds": cpu}
+        out["karmada"] = host.cgroup_stat("fclab/daemons/karmada")
         return out
 
     a = sample()

@@ -102,7 +102,7 @@ def make_pki(cluster: Cluster) -> None:
         _write(kc / f"kubelet-{node.name}.conf", json.dumps(doc, indent=1), private=True)
 
 
-def user_kubeconfig(clusters: list[Cluster]) -> Path:
+def user_kubeconfig(clusters: list[Cluster], extra: list[dict] = ()) -> Path:
     """The lab's kubeconfig: admin contexts named like the clusters, restricted ones
     ``viewer@<cluster>`` and ``editor@<cluster>`` (which a ``lab-*`` glob does not match)."""
     docs = []
@@ -115,7 +115,7 @@ def user_kubeconfig(clusters: list[Cluster]) -> Path:
                                        d / f"{prefix}.crt", d / f"{prefix}.key",
                                        user=f"{prefix}@{c.name}", context=f"{prefix}@{c.name}",
                                        embed=True))
-    merged = merge_kubeconfigs(docs)
+    merged = merge_kubeconfigs([*docs, *extra])
     _write(KUBECONFIG, json.dumps(merged, indent=1), private=True)
     return KUBECONFIG
 
