@@ -34,7 +34,6 @@ import ssl
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import pki
 from build import BIN, KARMADA_CRDS
@@ -179,8 +178,8 @@ def start_kube_controller_manager() -> None:
         str(BIN / "kube-controller-manager"), *_kc(),
         f"--authentication-kubeconfig={KUBECONFIG}", f"--authorization-kubeconfig={KUBECONFIG}",
         "--bind-address=127.0.0.1", "--secure-port=26469", "--leader-elect=false",
-        "--controllers=namespace,garbagecollector,serviceaccount-token,"
-        "clusterrole-aggregation",
+        ("--controllers=namespace,garbagecollector,serviceaccount-token,"
+         "clusterrole-aggregation"),
         f"--service-account-private-key-file={PKI / 'sa.key'}",
         f"--root-ca-file={PKI / 'ca.crt'}", "--cluster-name=karmada", "--profiling=false",
     ], restart=True)
