@@ -160,6 +160,7 @@ def _roundtrip_peer(fleet: FleetRun, target: Target) -> Target | None:
 
 
 @pytest.mark.check("backup/restore-roundtrip", level="required")
+@pytest.mark.workloads
 def test_restore_roundtrip(target: Target, fleet: FleetRun, check: CheckInfo,
                            evidence: Evidence, backup_workspace: kit.BackupWorkspace) -> None:
     """A namespace with a Deployment, Service, ConfigMap, Secret, ServiceAccount, Role and

@@ -93,6 +93,7 @@ def parse_version(text: str) -> tuple[int, int, int]:
 
 
 @pytest.mark.check("connectivity/nodes-ready", level="required")
+@pytest.mark.workloads
 def test_nodes_ready(target: Target, check: CheckInfo, evidence: Evidence,
                      expectations: dict) -> None:
     """Every node reports Ready; the report gives ready/total."""

@@ -285,6 +285,7 @@ TOKEN_NEEDS = [Access("create", "namespaces"), Access("create", "serviceaccounts
 
 
 @pytest.mark.check("rbac/serviceaccount-token", level="required")
+@pytest.mark.workloads
 def test_serviceaccount_token(target: Target, fleet: FleetRun, check: CheckInfo,
                               evidence: Evidence, expectations: dict) -> None:
     """A ServiceAccount created in the probe namespace gets a TokenRequest token with
