@@ -332,3 +332,114 @@ def test_read_cluster_forbidden_and_errors() -> None:
         200, page([cm({}), {**cm({}), "metadata": {"name": "b", "namespace": "ns"}}]))}),
         config, (1, 1), "x")
     assert list(snap.items) == ["ConfigMap ns/b"]
+
+
+# --- the check itself, over fake clusters ------------------------------------------------------
+
+def _load_suite() -> Any:
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / "suites" / "test_consistency.py"
+    spec = importlib.util.spec_from_file_location("fc_suite_consistency", path)
+    module = importlib.util.module_from_spec(spec)
+    assert spec.loader is not None
+    spec.loader.exec_module(module)
+    return module
+
+
+SUITE = _load_suite()
+CM_PATH = "/api/v1/namespaces/ns/configmaps"
+
+
+class FakeTarget:
+    def __init__(self, name: str, cluster: str, client: Any) -> None:
+        self.name, self.cluster_id, self.api_client = name, cluster, client
+        self.unreachable: str | None = None
+        self.timeout = (1.0, 1.0)
+
+
+class FakeFleet:
+    def __init__(self, colors: dict[str, str | None], extra: dict[str, FakeTarget] | None = None,
+                 forbidden: tuple[str, ...] = ()) -> None:
+        import secrets
+        self.run_id = "t" + secrets.token_hex(4)
+        self.targets: dict[str, FakeTarget] = {}
+        self.clusters: dict[str, list[str]] = {}
+        for cluster, color in colors.items():
+            items = [] if color is None else [cm({"color": color})]
+            answer = (403, {"message": "no"}) if cluster in forbidden else (200, page(items))
+            self.targets[cluster] = FakeTarget(cluster, cluster, FakeClient({CM_PATH: answer}))
+            self.clusters[cluster] = [cluster]
+        for name, target in (extra or {}).items():
+            self.targets[name] = target
+            self.clusters[target.cluster_id].insert(0, name)
+
+
+def run_check(fleet: FakeFleet, context: str, section: dict | None = None) -> Any:
+    from fleetcheck import CheckInfo, Evidence
+    section = {"objects": [{"kind": "ConfigMap", "namespace": "ns"}]} if section is None else section
+    evidence = Evidence()
+    SUITE.test_drift(fleet.targets[context], fleet, CheckInfo("consistency/drift", context=context),
+                     evidence, {"consistency": section})
+    return evidence
+
+
+def test_check_fails_only_the_drifted_cluster_with_the_fleet_table() -> None:
+    from fleetcheck import NonConformant
+    fleet = FakeFleet({"lab-a": "red", "lab-b": "blue", "lab-c": "red"})
+    evidence = run_check(fleet, "lab-a")
+    table = next(i for i in evidence if i.name.startswith("differences across the fleet"))
+    assert 'data.color  "red"  "blue"  "red"  lab-b' in table.content
+    with pytest.raises(NonConformant) as failed:
+        run_check(fleet, "lab-b")
+    message = str(failed.value)
+    assert message.startswith("consistency/drift [lab-b]: expected ConfigMap in namespace ns on "
+                              "lab-b as on the majority of lab-a, lab-b, lab-c")
+    assert 'ConfigMap ns/app data.color: lab-b "blue" vs lab-a, lab-c "red"' in message
+
+
+def test_check_reference_and_missing_object() -> None:
+    from fleetcheck import NonConformant
+    fleet = FakeFleet({"lab-a": "red", "lab-b": "blue", "lab-c": None})
+    with pytest.raises(NonConformant, match="missing on lab-c"):
+        run_check(fleet, "lab-c")
+    with pytest.raises(NonConformant, match=r"no majority|lab-a \"red\" vs lab-b \"blue\""):
+        run_check(fleet, "lab-a")
+    section = {"objects": [{"kind": "ConfigMap", "namespace": "ns"}], "reference": "lab-b"}
+    run_check(fleet, "lab-b", section)
+    with pytest.raises(NonConformant, match=r"as on reference lab-b.*lab-a \"red\" vs lab-b"):
+        run_check(fleet, "lab-a", section)
+
+
+def test_check_skips_with_reasons() -> None:
+    fleet = FakeFleet({"lab-a": "red", "lab-b": "red"})
+    with pytest.raises(pytest.skip.Exception, match="select nothing to compare"):
+        run_check(fleet, "lab-a", {})
+    with pytest.raises(pytest.skip.Exception, match="not among consistency.clusters"):
+        run_check(fleet, "lab-a", {"objects": [{"kind": "ConfigMap"}], "clusters": ["prod-*"]})
+    with pytest.raises(pytest.skip.Exception, match="fewer than 2 clusters"):
+        run_check(fleet, "lab-a", {"objects": [{"kind": "ConfigMap"}], "clusters": ["lab-a"]})
+
+
+def test_check_reads_through_a_capable_context_of_the_cluster_or_is_unknown() -> None:
+    from fleetcheck import Unknown
+    viewer = FakeTarget("viewer@lab-a", "lab-a",
+                        FakeClient({CM_PATH: (403, {"message": "forbidden"})}))
+    fleet = FakeFleet({"lab-a": "red", "lab-b": "red"}, extra={"viewer@lab-a": viewer})
+    evidence = run_check(fleet, "viewer@lab-a")
+    read = next(i for i in evidence if i.name == "clusters compared").content
+    assert "lab-a    lab-a" in read  # read through lab-a, the viewer being forbidden
+    fleet = FakeFleet({"lab-a": "red", "lab-b": "red"}, forbidden=("lab-a",))
+    with pytest.raises(Unknown, match="cluster lab-a could not be read: no selected context "
+                                      "may read it: lab-a: forbidden to list ConfigMap"):
+        run_check(fleet, "lab-a")
+    fleet = FakeFleet({"lab-a": "red", "lab-b": "red"}, forbidden=("lab-b",))
+    with pytest.raises(Unknown, match="only lab-a could be read"):
+        run_check(fleet, "lab-a")
+
+
+def test_check_unknown_when_no_cluster_serves_the_kind() -> None:
+    from fleetcheck import Unknown
+    fleet = FakeFleet({"lab-a": "red", "lab-b": "red"})
+    with pytest.raises(Unknown, match=r"no compared cluster serves Gizmo \(example.com/v1\)"):
+        run_check(fleet, "lab-a", {"objects": [{"kind": "Gizmo", "apiVersion": "example.com/v1"}]})
