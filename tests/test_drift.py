@@ -1,6 +1,8 @@
-"""consistency/drift as plain functions: normalisation, JSON paths, majority/reference
-comparison, Secret digests, the ``consistency`` section's parsing, and reading a cluster
-through a fake API client (paging, 403, unserved kinds)."""
+"""consistency/drift as plain functions (named test_drift.py: a tests/test_consistency.py would
+shadow suites/test_consistency.py when both are imported in one process): normalisation, JSON
+paths, majority/reference comparison, Secret digests, the ``consistency`` section's parsing,
+reading a cluster through a fake API client (paging, 403, unserved kinds), and the check
+itself over fake clusters."""
 
 from __future__ import annotations
 
