@@ -60,10 +60,13 @@ def test_drift(target: Target, fleet: FleetRun, check: CheckInfo, evidence: Evid
     snaps = {c: drift_read.snapshot(fleet, c, config, target if c == mine else None)
              for c in clusters}
     read = {c: s for c, s in snaps.items() if s.error is None}
-    evidence.table("clusters compared", ["cluster", "read through", "what", "objects"],
-                   [[c, s.via or "-", what, n] for c, s in snaps.items() for what, n in s.counts]
-                   + [[c, s.via or "-", "NOT READ", s.error] for c, s in snaps.items()
-                      if s.error])
+    counts = {c: dict(s.counts) for c, s in snaps.items()}
+    whats = list(dict.fromkeys(w for s in snaps.values() for w, _ in s.counts))
+    rows = [["read through", *(s.via or "-" for s in snaps.values())]]
+    rows += [[w, *(counts[c].get(w, "-") for c in snaps)] for w in whats]
+    if any(s.error for s in snaps.values()):
+        rows.append(["NOT READ", *(s.error or "" for s in snaps.values())])
+    evidence.table("clusters compared (objects read)", ["what", *snaps], rows)
     if snaps[mine].error:
         raise Unknown(f"cluster {who} could not be read: {snaps[mine].error}")
     if len(read) < 2:

@@ -429,8 +429,9 @@ def test_check_reads_through_a_capable_context_of_the_cluster_or_is_unknown() ->
                         FakeClient({CM_PATH: (403, {"message": "forbidden"})}))
     fleet = FakeFleet({"lab-a": "red", "lab-b": "red"}, extra={"viewer@lab-a": viewer})
     evidence = run_check(fleet, "viewer@lab-a")
-    read = next(i for i in evidence if i.name == "clusters compared").content
-    assert "lab-a    lab-a" in read  # read through lab-a, the viewer being forbidden
+    read = next(i for i in evidence if i.name.startswith("clusters compared")).content
+    assert "read through               lab-a  lab-b" in read  # the viewer being forbidden
+    assert "ConfigMap in namespace ns  1      1" in read
     fleet = FakeFleet({"lab-a": "red", "lab-b": "red"}, forbidden=("lab-a",))
     with pytest.raises(Unknown, match="cluster lab-a could not be read: no selected context "
                                       "may read it: lab-a: forbidden to list ConfigMap"):
@@ -438,6 +439,12 @@ def test_check_reads_through_a_capable_context_of_the_cluster_or_is_unknown() ->
     fleet = FakeFleet({"lab-a": "red", "lab-b": "red"}, forbidden=("lab-b",))
     with pytest.raises(Unknown, match="only lab-a could be read"):
         run_check(fleet, "lab-a")
+    fleet = FakeFleet({"lab-a": "red", "lab-b": "red", "lab-c": "red"}, forbidden=("lab-c",))
+    evidence = run_check(fleet, "lab-a")  # compared with lab-b; lab-c named as not read
+    read = next(i for i in evidence if i.name.startswith("clusters compared")).content
+    assert "NOT READ" in read and "forbidden to list ConfigMap" in read
+    notes = next(i for i in evidence if i.name == "comparison").content
+    assert "not compared: lab-c: no selected context may read it" in notes
 
 
 def test_check_unknown_when_no_cluster_serves_the_kind() -> None:
