@@ -452,3 +452,17 @@ def test_check_unknown_when_no_cluster_serves_the_kind() -> None:
     fleet = FakeFleet({"lab-a": "red", "lab-b": "red"})
     with pytest.raises(Unknown, match=r"no compared cluster serves Gizmo \(example.com/v1\)"):
         run_check(fleet, "lab-a", {"objects": [{"kind": "Gizmo", "apiVersion": "example.com/v1"}]})
+
+
+def test_a_cluster_not_serving_a_builtin_kind_lacks_its_objects() -> None:
+    """A federation API server (Karmada) or a trimmed one may not serve a kind: its objects
+    are missing there, the read does not fail."""
+    from fleetcheck import NonConformant
+    fleet = FakeFleet({"lab-a": "red", "lab-b": "red", "karmada": "red"})
+    fleet.targets["karmada"].api_client = FakeClient({})  # 404 for everything
+    run_check(fleet, "lab-a")
+    with pytest.raises(NonConformant, match="ConfigMap ns/app: missing on karmada"):
+        run_check(fleet, "karmada")
+    snap = drift_read.snapshot(fleet, "karmada", drift.parse({"objects": [
+        {"kind": "ConfigMap", "namespace": "ns"}], "facts": {"crds": True, "webhooks": True}}))
+    assert snap.error is None and snap.unserved == ["ConfigMap in namespace ns"]
