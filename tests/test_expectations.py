@@ -64,3 +64,56 @@ def test_file_errors(tmp_path: Path) -> None:
     good = tmp_path / "good.yaml"
     good.write_text("version: 1\ncontexts:\n- match: 'lab-*'\n  connectivity: {tcp_timeout_s: 2}\n")
     assert load(good).for_context("lab-c")["connectivity"]["tcp_timeout_s"] == 2
+
+
+# --- consistency ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    ("section", "path", "why"),
+    [
+        ({"objects": [{"namespace": "x"}]}, r"defaults\.consistency\.objects\[0\]",
+         "'kind' is a required property"),
+        ({"objects": [{"kind": "configmap"}]}, r"defaults\.consistency\.objects\[0\]\.kind",
+         "does not match"),
+        ({"objects": [{"kind": "Widget", "apiVersion": "example.com"}]},
+         r"defaults\.consistency\.objects\[0\]\.apiVersion", "does not match"),
+        ({"objects": [{"kind": "ConfigMap", "namespace": "Bad_NS"}]},
+         r"defaults\.consistency\.objects\[0\]\.namespace", "does not match"),
+        ({"objects": [{"kind": "ConfigMap", "names": []}]},
+         r"defaults\.consistency\.objects\[0\]\.names", "should be non-empty"),
+        ({"facts": {"crd": True}}, r"defaults\.consistency\.facts", "'crd' was unexpected"),
+        ({"objetcs": []}, r"defaults\.consistency", "'objetcs' was unexpected"),
+        ({"objects": [{"kind": "Widget"}]}, r"defaults\.consistency\.objects\[0\]",
+         "kind 'Widget' is not one fleetcheck knows .* give its apiVersion"),
+        ({"objects": [{"kind": "Namespace", "namespace": "a"}]},
+         r"defaults\.consistency\.objects\[0\]", "Namespace is cluster-scoped"),
+        ({"objects": [{"kind": "Secret", "namespace": "a"}]},
+         r"defaults\.consistency\.objects\[0\]", "comparing every Secret is refused"),
+        ({"objects": [{"kind": "ConfigMap", "selector": "a=b,=c"}]},
+         r"defaults\.consistency\.objects\[0\]\.selector", "not a label selector"),
+    ],
+)
+def test_consistency_errors_at_configure_time(section: dict, path: str, why: str) -> None:
+    with pytest.raises(ExpectationsError, match=f"invalid at {path}: .*{why}"):
+        Expectations({"defaults": {"consistency": section}}, source="expectations file x.yaml")
+
+
+def test_consistency_error_in_a_contexts_entry_names_it() -> None:
+    with pytest.raises(ExpectationsError,
+                       match=r"invalid at contexts\[1\]\.consistency\.ignore\[0\]: not a field"):
+        Expectations({"contexts": [{"match": "a"}, {"match": "b", "consistency": {
+            "ignore": [".data"]}}]})
+
+
+def test_consistency_merges_per_context() -> None:
+    exp = Expectations({
+        "defaults": {"consistency": {"facts": {"crds": True},
+                                     "objects": [{"kind": "ConfigMap", "namespace": "a"}]}},
+        "contexts": [{"match": "prod-*", "consistency": {"facts": {"webhooks": True},
+                                                         "reference": "prod-1"}}],
+    })
+    assert exp.for_context("lab-a")["consistency"]["facts"] == {"crds": True}
+    prod = exp.for_context("prod-2")["consistency"]
+    assert prod["facts"] == {"crds": True, "webhooks": True}
+    assert prod["reference"] == "prod-1" and prod["objects"][0]["kind"] == "ConfigMap"
+    assert load(None).for_context("x")["consistency"] == {}
