@@ -185,13 +185,19 @@ def start_kube_controller_manager() -> None:
     ], restart=True)
 
 
+#: fault injection: extra flags for karmada-controller-manager, one per line (later flags win),
+#: read when it starts; self-tests write it, then `scripts/lab stop|start karmada.controller-manager`
+EXTRA_ARGS = DIR / "controller-manager.extra-args"
+
+
 def start_controller_manager() -> None:
+    extra = EXTRA_ARGS.read_text().split() if EXTRA_ARGS.exists() else []
     _daemon("controller-manager", [
         str(BIN / "karmada-controller-manager"), *_kc(), "--leader-elect=false",
         "--metrics-bind-address=127.0.0.1:26465", "--health-probe-bind-address=127.0.0.1:26466",
         *[f"--{k}={v}" for k, v in TIMINGS.items()],
         "--feature-gates=Failover=true", "--enable-no-execute-taint-eviction=true",
-        "--enable-cluster-resource-modeling=false",
+        "--enable-cluster-resource-modeling=false", *extra,
     ], restart=True)
 
 
