@@ -10,7 +10,6 @@ are read through those contexts.  The probe workload is described in
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import pytest
 from fleetcheck import fedprobe, karmada
@@ -24,22 +23,6 @@ pytestmark = pytest.mark.federation
 
 PERMANENT_ID = "propagationpolicy.karmada.io/permanent-id"
 DRIFTED = "drifted-by-fleetcheck"
-
-
-def _evicts_not_ready(policy: dict[str, Any]) -> bool:
-    """A ClusterTaintPolicy that puts a NoExecute taint on a member whose Ready is not True."""
-    spec = policy.get("spec") or {}
-    if not any(t.get("effect") == "NoExecute" for t in spec.get("taints") or []):
-        return False
-    for cond in spec.get("addOnConditions") or []:
-        values = set(cond.get("statusValues") or [])
-        if cond.get("conditionType") != "Ready":
-            continue
-        if cond.get("operator") == "NotIn" and "True" in values:
-            return True
-        if cond.get("operator") == "In" and values & {"False", "Unknown"}:
-            return True
-    return False
 
 
 @pytest.mark.check("federation/control-plane", level="required")
@@ -83,7 +66,7 @@ def test_control_plane(target: Target, fleet: FleetRun, check: CheckInfo, eviden
     elif PERMANENT_ID not in labels:
         problems.append("the mutating webhook did not process a dry-run PropagationPolicy (no "
                         f"{PERMANENT_ID} label): Karmada's controllers cannot track policies")
-    evicting = [p["metadata"]["name"] for p in policies if _evicts_not_ready(p)]
+    evicting = [p["metadata"]["name"] for p in policies if karmada.evicts_not_ready(p)]
     evidence.table("ClusterTaintPolicies", ["name", "taints", "added when", "evicts on not-Ready"],
                    [[p["metadata"]["name"],
                      ", ".join(karmada.taint_text(t) for t in (p.get("spec") or {}).get("taints")
