@@ -64,3 +64,33 @@ def test_file_errors(tmp_path: Path) -> None:
     good = tmp_path / "good.yaml"
     good.write_text("version: 1\ncontexts:\n- match: 'lab-*'\n  connectivity: {tcp_timeout_s: 2}\n")
     assert load(good).for_context("lab-c")["connectivity"]["tcp_timeout_s"] == 2
+
+
+def test_failover_defaults_and_overrides() -> None:
+    assert load(None).for_context("lab-c")["failover"] == {
+        "node_drain_timeout_s": 60.0, "max_pause_s": 5.0, "node_drain_baseline_s": 2.0}
+    exp = Expectations({"defaults": {"failover": {"max_pause_s": 2}},
+                        "contexts": [{"match": "lab-c", "failover": {"node_drain_timeout_s": 90}}]})
+    assert exp.for_context("lab-c")["failover"] == {
+        "node_drain_timeout_s": 90, "max_pause_s": 2, "node_drain_baseline_s": 2.0}
+    assert exp.for_context("lab-a")["failover"]["node_drain_timeout_s"] == 60.0
+
+
+@pytest.mark.parametrize(
+    ("data", "path", "why"),
+    [
+        ({"defaults": {"failover": {"node_drain_timeout_s": 0}}},
+         r"defaults\.failover\.node_drain_timeout_s", "less than or equal to the minimum of 0"),
+        ({"defaults": {"failover": {"max_pause_s": -1}}}, r"defaults\.failover\.max_pause_s",
+         "less than the minimum of 0"),
+        ({"contexts": [{"match": "x", "failover": {"max_pause_s": "5s"}}]},
+         r"contexts\[0\]\.failover\.max_pause_s", "'5s' is not of type 'number'"),
+        ({"defaults": {"failover": {"node_drain_timout_s": 60}}}, r"defaults\.failover",
+         "'node_drain_timout_s' was unexpected"),
+        ({"defaults": {"failover": {"node_drain_baseline_s": 3600}}},
+         r"defaults\.failover\.node_drain_baseline_s", "greater than the maximum of 300"),
+    ],
+)
+def test_failover_errors_name_the_key(data: dict, path: str, why: str) -> None:
+    with pytest.raises(ExpectationsError, match=f"invalid at {path}: .*{why}"):
+        Expectations(data, source="expectations file x.yaml")
