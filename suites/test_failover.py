@@ -32,6 +32,9 @@ def test_node_drain(target: Target, probes: ProbeSet, fleet: FleetRun, check: Ch
     try:
         nodes = nodedrain.node_states(target.core())
     except ApiException as exc:
+        if exc.status == 404:
+            pytest.skip("the API server serves no nodes (a control plane of its own, such as "
+                        "Karmada's): nothing to drain")
         raise Unknown(f"cannot list nodes: HTTP {exc.status} {exc.reason}") from None
     evidence.table("nodes before", *nodedrain.nodes_table(nodes))
     schedulable = [n.name for n in nodes if n.schedulable]
@@ -98,7 +101,9 @@ def test_node_drain(target: Target, probes: ProbeSet, fleet: FleetRun, check: Ch
         expected=f"the replica(s) evicted from node {node} rescheduled and Ready on another "
                  f"node within {timeout_s:g}s",
         observed=f"after {waited:.0f}s, node {node} drained of {len(evictions)} pod(s), "
-                 f"pending: {nodedrain.pending_description(after, node)}",
+                 f"pending: {nodedrain.pending_description(after, node)}"
+                 + "".join(f"; eviction of {e[0]}: {e[3]} after {e[2]} attempt(s)"
+                           for e in evictions if e[3] not in ("evicted", "already gone")),
     )
     if traffic is None:
         raise Unknown(no_traffic)
