@@ -133,7 +133,7 @@ def _traffic_evidence(evidence: Evidence, traffic: nodedrain.Traffic, url: str,
         answered = traffic.answered_by(window)
         rows.append([name, len(window), sum(r.ok for r in window), sum(not r.ok for r in window),
                      ", ".join(f"{p}: {n}" for p, n in sorted(answered.items())) or "-"])
-    evidence.table(f"requests to {url} from the probe pod (wget every 0.1s)",
+    evidence.table(f"requests to {url} from the probe pod (curl every 0.1s)",
                    ["phase", "requests", "ok", "failed", "answered by"], rows)
     evidence.text("longest pause",
                   f"{pause:.2f}s without a successful answer (probe pod clock {pause_from:.2f} "
