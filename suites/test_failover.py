@@ -75,10 +75,12 @@ def test_node_drain(target: Target, probes: ProbeSet, fleet: FleetRun, check: Ch
             evictions.append([pod.pod, node, str(attempts), outcome,
                               f"{time.monotonic() - started:.2f}s"])
         evidence.table("evictions", ["pod", "node", "attempts", "outcome", "at"], evictions)
-        evicted_at = time.monotonic()
-        done, waited, after = nodedrain.wait_rescheduled(probes, node, timeout_s)
-        timings.append(["replicas Ready elsewhere" if done else "gave up waiting",
-                        f"{evicted_at - started + waited:.2f}s"])
+        evicted_at = time.monotonic() - started
+        done, events, after = nodedrain.wait_rescheduled(probes, node, timeout_s)
+        waited = time.monotonic() - started - evicted_at
+        timings += [[event, f"{evicted_at + at:.2f}s"] for event, at in events.items()]
+        if not done:
+            timings.append(["gave up waiting", f"{evicted_at + waited:.2f}s"])
         settled_at = loop.now()
         time.sleep(1.0)  # a tail of requests once the drain is over
     finally:
@@ -100,8 +102,8 @@ def test_node_drain(target: Target, probes: ProbeSet, fleet: FleetRun, check: Ch
         done,
         expected=f"the replica(s) evicted from node {node} rescheduled and Ready on another "
                  f"node within {timeout_s:g}s",
-        observed=f"after {waited:.0f}s, node {node} drained of {len(evictions)} pod(s), "
-                 f"pending: {nodedrain.pending_description(after, node)}"
+        observed=f"{waited:.0f}s after evicting {len(evictions)} pod(s) from node {node}, "
+                 f"not Ready elsewhere: {nodedrain.pending_description(after, node)}"
                  + "".join(f"; eviction of {e[0]}: {e[3]} after {e[2]} attempt(s)"
                            for e in evictions if e[3] not in ("evicted", "already gone")),
     )

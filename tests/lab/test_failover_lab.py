@@ -139,7 +139,8 @@ def test_replicas_that_cannot_reschedule_are_non_conformant(lab_kubeconfig: Path
                    if n.metadata.name != tainted[0])
     assert message.startswith("failover/node-drain [lab-c]: expected the replica(s) evicted "
                               f"from node {drained} rescheduled and Ready"), message
-    assert "pending: fc-drain-" in message and "Pending on no node" in message, message
+    assert "not Ready elsewhere: fc-drain-" in message and "Pending on no node" in message, \
+        message
     assert FAULT_TAINT in message, message  # the scheduler's reason, naming the taint
     assert_nodes_restored(lab_kubeconfig)
 
