@@ -3,6 +3,7 @@ check of the run, one at a time)."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import pytest
@@ -98,6 +99,14 @@ def test_node_drain(target: Target, probes: ProbeSet, fleet: FleetRun, check: Ch
         traffic, no_traffic = None, str(exc)
     if traffic is not None:
         _traffic_evidence(evidence, traffic, url, cordon_at, settled_at)
+    blocked = ""
+    if not done:
+        with contextlib.suppress(ApiException):
+            now = nodedrain.node_states(target.core())
+            evidence.table("nodes after", *nodedrain.nodes_table(now))
+            blocked = "; ".join(f"{n.name}: {n.why_not}" for n in now
+                                if n.name != node and not n.schedulable)
+            blocked = f"; other nodes not schedulable: {blocked}" if blocked else ""
     check.require(
         done,
         expected=f"the replica(s) evicted from node {node} rescheduled and Ready on another "
@@ -105,7 +114,8 @@ def test_node_drain(target: Target, probes: ProbeSet, fleet: FleetRun, check: Ch
         observed=f"{waited:.0f}s after evicting {len(evictions)} pod(s) from node {node}, "
                  f"not Ready elsewhere: {nodedrain.pending_description(after, node)}"
                  + "".join(f"; eviction of {e[0]}: {e[3]} after {e[2]} attempt(s)"
-                           for e in evictions if e[3] not in ("evicted", "already gone")),
+                           for e in evictions if e[3] not in ("evicted", "already gone"))
+                 + blocked,
     )
     if traffic is None:
         raise Unknown(no_traffic)
