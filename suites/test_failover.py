@@ -85,8 +85,10 @@ def test_node_drain(target: Target, probes: ProbeSet, fleet: FleetRun, check: Ch
         settled_at = loop.now()
         time.sleep(1.0)  # a tail of requests once the drain is over
     finally:
-        loop.stop()
-        cordon.release()
+        try:
+            cordon.release()  # first: nothing must keep the node cordoned
+        finally:
+            loop.stop()
     evidence.table("workload placement after", *nodedrain.placements_table(after))
     evidence.table("timings (from the cordon)", ["event", "after"], timings)
     if not cordon.released:
