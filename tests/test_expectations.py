@@ -117,3 +117,41 @@ def test_consistency_merges_per_context() -> None:
     assert prod["facts"] == {"crds": True, "webhooks": True}
     assert prod["reference"] == "prod-1" and prod["objects"][0]["kind"] == "ConfigMap"
     assert load(None).for_context("x")["consistency"] == {}
+
+
+def test_failover_defaults_and_overrides() -> None:
+    federation_defaults = {"rto_s": 120.0, "restore_timeout_s": 90.0, "flap_watch_s": 10.0,
+                           "cordon_watch_s": 8.0}
+    assert load(None).for_context("lab-c")["failover"] == {
+        "node_drain_timeout_s": 60.0, "max_pause_s": 5.0, "node_drain_baseline_s": 2.0,
+        **federation_defaults}
+    exp = Expectations({"defaults": {"failover": {"max_pause_s": 2}},
+                        "contexts": [{"match": "lab-c", "failover": {"node_drain_timeout_s": 90}}]})
+    assert exp.for_context("lab-c")["failover"] == {
+        "node_drain_timeout_s": 90, "max_pause_s": 2, "node_drain_baseline_s": 2.0,
+        **federation_defaults}
+    assert exp.for_context("lab-a")["failover"]["node_drain_timeout_s"] == 60.0
+
+
+@pytest.mark.parametrize(
+    ("data", "path", "why"),
+    [
+        ({"defaults": {"failover": {"node_drain_timeout_s": 0}}},
+         r"defaults\.failover\.node_drain_timeout_s", "less than or equal to the minimum of 0"),
+        ({"defaults": {"failover": {"max_pause_s": -1}}}, r"defaults\.failover\.max_pause_s",
+         "less than the minimum of 0"),
+        ({"contexts": [{"match": "x", "failover": {"max_pause_s": "5s"}}]},
+         r"contexts\[0\]\.failover\.max_pause_s", "'5s' is not of type 'number'"),
+        ({"defaults": {"failover": {"node_drain_timout_s": 60}}}, r"defaults\.failover",
+         "'node_drain_timout_s' was unexpected"),
+        ({"defaults": {"failover": {"node_drain_baseline_s": 3600}}},
+         r"defaults\.failover\.node_drain_baseline_s", "greater than the maximum of 300"),
+        ({"defaults": {"failover": {"outage": {"stop": ["x"]}}}},
+         r"defaults\.failover\.outage", "'start' is a required property"),
+        ({"defaults": {"failover": {"outage": {"stop": "lab stop x", "start": ["y"]}}}},
+         r"defaults\.failover\.outage\.stop", "is not of type 'array'"),
+    ],
+)
+def test_failover_errors_name_the_key(data: dict, path: str, why: str) -> None:
+    with pytest.raises(ExpectationsError, match=f"invalid at {path}: .*{why}"):
+        Expectations(data, source="expectations file x.yaml")

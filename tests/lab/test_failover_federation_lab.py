@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 LAB_EXPECTATIONS = fclab.REPO / "scripts" / "lab" / "expectations.yaml"
-SUITE = "suites/test_failover_federation.py"
+SUITE = "suites/test_failover.py"
 KARMADA_STATE = Path("/var/lib/fleetcheck-lab/karmada")
 TAINT_POLICY = "fleetcheck-lab-not-ready"
 
@@ -33,6 +33,8 @@ def _expectations(tmp_path: Path, **failover: object) -> Path:
 
 def _run(tmp_path: Path, lab_kubeconfig: Path, expectations: Path, *extra: str):
     report = tmp_path / "report"
+    if "-k" not in extra:  # failover/node-drain (same module) has lab tests of its own
+        extra = (*extra, "-k", "cluster_outage or test_drain")
     proc = fclab.run([str(fclab.REPO / SUITE), f"--kubeconfig={lab_kubeconfig}",
                       "--contexts=lab-*,karmada", f"--expectations={expectations}",
                       *fclab.LAB_IMAGES, f"--report-dir={report}", "--concurrency=1", *extra],
