@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 import json
 import subprocess
+from pathlib import Path
 
 import pytest
 from labkit import (
@@ -173,3 +174,28 @@ def test_no_lab_namespace_has_a_default_route():
         out = subprocess.run(["ip", "-n", ns, "route", "show", "default"], capture_output=True,
                              text=True, check=True).stdout
         assert out.strip() == "", f"{ns} has a default route: {out}"
+
+
+def test_karmada_is_up_and_listens_on_loopback_only():
+    """The lab's Karmada: its daemons in `status`, every member Cluster Ready, and every
+    socket it listens on bound to 127.0.0.1 (nothing of it is reachable from outside)."""
+    status = lab("status").stdout
+    for daemon in ("etcd", "apiserver", "aggregated-apiserver", "webhook",
+                   "kube-controller-manager", "controller-manager", "scheduler"):
+        assert f"karmada.{daemon} " in status and "DEAD" not in status, status
+    assert "members=3/3 Ready" in status, status
+    clusters = json.loads(kubectl("karmada", "get", "clusters", "-o", "json").stdout)["items"]
+    assert sorted(c["metadata"]["name"] for c in clusters) == ["lab-a", "lab-b", "lab-c"]
+    pids = set()
+    for pidfile in Path("/run/fleetcheck-lab/pids").glob("karmada.*.pid"):
+        pid = pidfile.read_text().strip()
+        pids.add(pid)
+        pids.update(subprocess.run(["pgrep", "-P", pid], capture_output=True, text=True,
+                                   check=False).stdout.split())
+    listening = subprocess.run(["ss", "-Hltnp"], capture_output=True, text=True,
+                               check=True).stdout.splitlines()
+    ours = [line for line in listening if any(f"pid={p}," in line for p in pids)]
+    assert ours, "no Karmada listener found"
+    for line in ours:
+        local = line.split()[3]
+        assert local.startswith("127.0.0.1:"), f"Karmada listens beyond loopback: {line}"
