@@ -225,7 +225,7 @@ def test_cluster_outage(target: Target, fleet: FleetRun, check: CheckInfo, evide
     victim = fedfailover.deploy(fed, fleet, name, allowed, True, cfg["rto_s"], tl)
     base = Path(fleet.settings.expectations).resolve().parent if fleet.settings.expectations \
         else Path.cwd()
-    outage = fedfailover.Outage(fed, victim, cfg["outage"], base)
+    outage = fedfailover.Outage(fed, victim, cfg["outage"], base, fleet.probe_run_id)
     problems: list[str] = []
     rto = None
     try:
@@ -316,7 +316,8 @@ def test_drain(target: Target, fleet: FleetRun, check: CheckInfo, evidence: Evid
     set_taints: list[tuple[str, str]] = []
     try:
         try:
-            karmada.set_taint(fed.api, where, fedfailover.CORDON_TAINT, "NoSchedule", True)
+            karmada.set_taint(fed.api, where, fedfailover.CORDON_TAINT, "NoSchedule", True,
+                              value=fleet.probe_run_id)
             set_taints.append((fedfailover.CORDON_TAINT, "NoSchedule"))
             tl.mark(f"{where} cordoned ({fedfailover.CORDON_TAINT}:NoSchedule)")
             others = [c for c in allowed if c != where]
@@ -338,7 +339,8 @@ def test_drain(target: Target, fleet: FleetRun, check: CheckInfo, evidence: Evid
             else:
                 tl.mark(f"the workload stayed on the cordoned {where} for "
                         f"{cfg['cordon_watch_s']:g}s")
-            karmada.set_taint(fed.api, where, fedfailover.DRAIN_TAINT, "NoExecute", True)
+            karmada.set_taint(fed.api, where, fedfailover.DRAIN_TAINT, "NoExecute", True,
+                              value=fleet.probe_run_id)
             set_taints.append((fedfailover.DRAIN_TAINT, "NoExecute"))
             tl.mark(f"{where} drained ({fedfailover.DRAIN_TAINT}:NoExecute)")
             moved_to, waited = fedfailover.wait_placed_available(fed, namespace, name,

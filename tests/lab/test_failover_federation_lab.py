@@ -137,3 +137,48 @@ def test_outage_without_taint_policy_evicts_nothing(tmp_path, lab_kubeconfig):
         policy["metadata"] = {"name": meta["name"], "labels": meta.get("labels") or {}}
         labkit.apply("karmada", policy)
     _assert_restored()
+
+
+def test_janitor_removes_the_taints_of_finished_runs_only(lab_kubeconfig):
+    """After a SIGKILL the failover checks' taints stay on the Clusters: the janitor removes
+    those of runs that are over (--all-expired) or of a given run (--run-id), never a taint
+    someone else set, nor one of a run that is still going."""
+    import subprocess
+    import sys
+
+    janitor = [sys.executable, str(fclab.REPO / "scripts" / "janitor.py"),
+               f"--kubeconfig={lab_kubeconfig}", "--contexts=karmada"]
+    finished, other = "fc-20200101-000000-dead", "fc-20200101-000000-beef"
+    planted = [{"key": "fleetcheck.io/cordon", "value": finished, "effect": "NoSchedule"},
+               {"key": "fleetcheck.io/drain", "value": other, "effect": "NoSchedule"},
+               {"key": "ops.example.com/maintenance", "effect": "NoSchedule"}]
+
+    def taints() -> list[dict]:
+        cluster = json.loads(labkit.kubectl("karmada", "get", "cluster", "lab-b", "-o",
+                                            "json").stdout)
+        return cluster["spec"].get("taints") or []
+
+    def set_taints(value: list[dict]) -> None:
+        labkit.kubectl("karmada", "patch", "cluster", "lab-b", "--type=merge", "-p",
+                       json.dumps({"spec": {"taints": value}}))
+
+    before = taints()
+    set_taints(before + planted)
+    try:
+        dry = subprocess.run([*janitor, "--all-expired", "--dry-run"], capture_output=True,
+                             text=True, timeout=60, check=False)
+        assert dry.returncode == 0, dry.stderr
+        assert f"would remove taint fleetcheck.io/cordon={finished}:NoSchedule from Cluster " \
+               "lab-b" in dry.stdout, dry.stdout
+        assert "ops.example.com" not in dry.stdout
+        assert len(taints()) == len(before) + 3
+        by_run = subprocess.run([*janitor, "--run-id", other], capture_output=True, text=True,
+                                timeout=60, check=False)
+        assert f"removed taint fleetcheck.io/drain={other}:NoSchedule" in by_run.stdout
+        assert finished not in by_run.stdout, by_run.stdout
+        expired = subprocess.run([*janitor, "--all-expired"], capture_output=True, text=True,
+                                 timeout=60, check=False)
+        assert f"removed taint fleetcheck.io/cordon={finished}:NoSchedule" in expired.stdout
+        assert [t["key"] for t in taints() if t not in before] == ["ops.example.com/maintenance"]
+    finally:
+        set_taints(before)
