@@ -226,6 +226,7 @@ def test_cluster_outage(target: Target, fleet: FleetRun, check: CheckInfo, evide
     base = Path(fleet.settings.expectations).resolve().parent if fleet.settings.expectations \
         else Path.cwd()
     outage = fedfailover.Outage(fed, victim, cfg["outage"], base, fleet.probe_run_id)
+    fleet.on_stop(lambda _timeout: outage.end())  # also when the run is stopped meanwhile
     problems: list[str] = []
     rto = None
     try:
@@ -314,6 +315,13 @@ def test_drain(target: Target, fleet: FleetRun, check: CheckInfo, evidence: Evid
     where = fedfailover.deploy(fed, fleet, name, allowed, True, cfg["rto_s"], tl)
     problems: list[str] = []
     set_taints: list[tuple[str, str]] = []
+
+    def untaint(_timeout: float = 0) -> None:
+        while set_taints:
+            key, effect = set_taints.pop()
+            karmada.set_taint(fed.api, where, key, effect, False)
+
+    fleet.on_stop(untaint)  # also when the run is stopped meanwhile
     try:
         try:
             karmada.set_taint(fed.api, where, fedfailover.CORDON_TAINT, "NoSchedule", True,
@@ -352,9 +360,9 @@ def test_drain(target: Target, fleet: FleetRun, check: CheckInfo, evidence: Evid
             else:
                 tl.mark(f"Available on {moved_to} after {waited:.1f}s")
         finally:
-            for key, effect in reversed(set_taints):
-                karmada.set_taint(fed.api, where, key, effect, False)
-            if set_taints:
+            had = bool(set_taints)
+            untaint()
+            if had:
                 tl.mark(f"{where} uncordoned (taints removed)")
             fed.api.delete(karmada.object_path("apps/v1", "deployments", namespace,
                                                fedfailover.NEW_NAME))
