@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import subprocess
 import sys
 import uuid
@@ -23,7 +24,15 @@ from fleetcheck import failovercli as fo
 from fleetcheck import karmada
 from fleetcheck import kubeconfig as kubeconfig_mod
 from fleetcheck.targets import build_api_client
-from labkit import IMAGE, KUBECONFIG, RESOURCES, RESTRICTED_CONTAINER, RESTRICTED_POD, namespace
+from labkit import (
+    IMAGE,
+    KUBECONFIG,
+    RESOURCES,
+    RESTRICTED_CONTAINER,
+    RESTRICTED_POD,
+    lab,
+    namespace,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 CONTEXT = "karmada"
@@ -222,6 +231,41 @@ def test_drain_moves_it_then_uncordon(scratch: dict) -> None:
     assert f"uncordoned {on}" in proc.stdout
     keys = {(t["key"], t["effect"]) for t in taints(api, on)}
     assert not keys & {(t["key"], t["effect"]) for t in fo.DRAIN_TAINTS}
+
+
+def test_drain_interrupted_leaves_it_drained(scratch: dict) -> None:
+    """Ctrl-C while drain waits: exit 130, the cluster stays tainted, the message says so.
+    The Karmada scheduler is stopped meanwhile, so the wait cannot end before the signal."""
+    api, ns, workload = scratch["api"], scratch["ns"], scratch["workload"]
+    on = healthy_on(api, ns)
+    other = {"lab-a": "lab-b", "lab-b": "lab-a"}[on]
+    stopped = lab("stop", "karmada.scheduler", timeout=120)
+    assert stopped.returncode == 0, stopped.stderr
+    try:
+        proc = subprocess.Popen([sys.executable, str(REPO / "scripts" / "failover"), "drain",
+                                 on, "--timeout", "120", "--kubeconfig", str(KUBECONFIG),
+                                 "--context", CONTEXT],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        first = proc.stderr.readline()
+        assert first.startswith(f"tainted {on}"), first + proc.stderr.read()
+        wait("the taint eviction", lambda: any(
+            t.get("fromCluster") == on for t in karmada.eviction_tasks(rb(api, ns))), 60)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+        print(f"$ failover drain {on} (SIGINT) -> {proc.returncode}\n{out}{first}{err}")
+        assert proc.returncode == 130, err
+        assert f"interrupted: {on} stays cordoned and drained" in err
+        assert f"failover uncordon {on}" in err
+        keys = {(t["key"], t["effect"]) for t in taints(api, on)}
+        assert {(t["key"], t["effect"]) for t in fo.DRAIN_TAINTS} <= keys
+        proc = failover("status")
+        assert "evicting from " + on in proc.stdout
+    finally:
+        started = lab("start", "karmada.scheduler", timeout=120)
+        assert started.returncode == 0, started.stderr
+    assert wait(f"{workload} healthy on {other}", lambda: healthy_on(api, ns) == other, 120)
+    proc = failover("uncordon", on)
+    assert proc.returncode == 0, proc.stderr
 
 
 def test_switch_refuses_a_tainted_target(scratch: dict) -> None:
