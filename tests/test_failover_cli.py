@@ -303,8 +303,6 @@ def run_fake(monkeypatch: pytest.MonkeyPatch, api: FakeApi, argv: list[str]) -> 
         return fo.Session(kc=None, context="karmada", api=api, args=args)  # type: ignore[arg-type]
 
     monkeypatch.setattr(fo, "connect", connect)
-    monkeypatch.setattr(karmada, "merge_patch_json",
-                        lambda api, path, patch, what="": api.merge_patch(path, patch, what))
     return fo.main(argv)
 
 
