@@ -52,7 +52,7 @@ def project(isolated_pytester: pytest.Pytester) -> pytest.Pytester:
 
 
 def _collected(pytester: pytest.Pytester, *args: str) -> list[str]:
-    result = pytester.runpytest(*PLUGIN, f"--kubeconfig={pytester.path / 'kubeconfig.yaml'}",
+    result = pytester.runpytest_subprocess(*PLUGIN, f"--kubeconfig={pytester.path / 'kubeconfig.yaml'}",
                                 "--contexts=lab-*", "--collect-only", "-q", *args)
     return [line.split("::", 1)[1] for line in result.outlines if "::" in line]
 
@@ -74,7 +74,7 @@ def test_selection_keeps_the_order(project: pytest.Pytester) -> None:
 
 
 def test_disruptive_checks_run_last(project: pytest.Pytester) -> None:
-    result = project.runpytest(*PLUGIN, f"--kubeconfig={project.path / 'kubeconfig.yaml'}",
+    result = project.runpytest_subprocess(*PLUGIN, f"--kubeconfig={project.path / 'kubeconfig.yaml'}",
                                "--contexts=lab-*", "--allow-disruptive", "-v", "-p",
                                "no:randomly")
     ran = [line.split("::", 1)[1].split()[0] for line in result.outlines
@@ -85,7 +85,7 @@ def test_disruptive_checks_run_last(project: pytest.Pytester) -> None:
 
 def test_disruptive_checks_are_skipped_under_xdist(project: pytest.Pytester) -> None:
     pytest.importorskip("xdist")
-    result = project.runpytest(*PLUGIN, f"--kubeconfig={project.path / 'kubeconfig.yaml'}",
+    result = project.runpytest_subprocess(*PLUGIN, f"--kubeconfig={project.path / 'kubeconfig.yaml'}",
                                "--contexts=lab-*", "--allow-disruptive", "-n", "2", "-rs")
     result.stdout.fnmatch_lines(["*disruptive check: not run under pytest-xdist (-n)*"])
     outcomes = result.parseoutcomes()
