@@ -36,7 +36,9 @@ def drain(kubeconfig: Path, tmp_path: Path, tag: str, contexts: str, *extra: str
     run_id = run_id or f"fc-drain-{tag}-{secrets.token_hex(3)}"
     proc = run([SUITE, f"--kubeconfig={kubeconfig}", f"--contexts={contexts}",
                 f"--expectations={exp_file}", f"--report-dir={report}", f"--run-id={run_id}",
-                *LAB_IMAGES, "-rs", *(["--allow-disruptive"] if allow else []), *extra],
+                *LAB_IMAGES, "-rs", *(["--allow-disruptive"] if allow else []),
+                # the module also holds the federation failover checks (lab tests of their own)
+                "-k", "node_drain", *extra],
                cwd=REPO, timeout=600)
     out = proc.stdout + proc.stderr
     assert (report / "results.json").is_file(), out[-3000:]
@@ -145,7 +147,7 @@ def test_replicas_that_cannot_reschedule_are_non_conformant(lab_kubeconfig: Path
     assert_nodes_restored(lab_kubeconfig)
 
 
-@pytest.mark.parametrize("contexts", ["lab-c"])
+@pytest.mark.parametrize("contexts", ["lab-c", "lab-*,karmada"])
 def test_other_verdicts_do_not_change_with_allow_disruptive(lab_kubeconfig: Path,
                                                             tmp_path: Path,
                                                             contexts: str) -> None:
@@ -159,7 +161,12 @@ def test_other_verdicts_do_not_change_with_allow_disruptive(lab_kubeconfig: Path
 
     without = verdicts("without")
     with_ = verdicts("with", "--allow-disruptive")
-    assert with_.pop("suites/test_failover.py::test_node_drain[lab-c]") == "conformant"
-    assert without.pop("suites/test_failover.py::test_node_drain[lab-c]") == "skipped"
+    ran = {"suites/test_failover.py::test_node_drain[lab-c]"}
+    if "karmada" in contexts:  # the federation failover checks: an outage of a member, a drain
+        ran |= {"suites/test_failover.py::test_cluster_outage[karmada]",
+                "suites/test_failover.py::test_drain[karmada]"}
+    for test in sorted(ran):
+        assert with_.pop(test) == "conformant", test
+        assert without.pop(test) == "skipped", test
     assert with_ == without
     assert_nodes_restored(lab_kubeconfig)
