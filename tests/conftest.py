@@ -12,6 +12,23 @@ import yaml
 pytest_plugins = ["pytester"]
 
 
+def _import_kubernetes_models() -> None:
+    """Import every kubernetes client model module now.  The client imports them lazily, and
+    an in-process pytester run restores ``sys.modules`` afterwards, dropping the ones it
+    imported: a later import makes a second class of the same model, which the client's
+    pydantic validation then rejects ("Input should be ... an instance of V1ContainerStatus")."""
+    import importlib
+    import pkgutil
+
+    from kubernetes.client import models
+
+    for info in pkgutil.iter_modules(models.__path__):
+        importlib.import_module(f"{models.__name__}.{info.name}")
+
+
+_import_kubernetes_models()
+
+
 @pytest.fixture
 def write_kubeconfig(tmp_path: Path) -> Callable[..., Path]:
     """Write a kubeconfig (dict or raw text) into tmp_path and return its path."""

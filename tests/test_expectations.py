@@ -27,7 +27,8 @@ def test_globs_merge_in_file_order() -> None:
         ],
     })
     a, b = exp.for_context("lab-a"), exp.for_context("lab-b")
-    assert a["dns"] == {"cluster_domain": "cluster.local", "resolve_timeout_s": 2}
+    assert a["dns"] == {"cluster_domain": "cluster.local", "resolve_timeout_s": 2,
+                        "propagation_timeout_s": 10.0}
     assert b["dns"]["cluster_domain"] == "b.local"
     assert b["rbac"]["allow"] == [{"verb": "get", "resource": "pods"}]
     assert b["rbac"]["deny"] == [{"verb": "delete", "resource": "nodes"}]
