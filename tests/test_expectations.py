@@ -156,3 +156,12 @@ def test_failover_defaults_and_overrides() -> None:
 def test_failover_errors_name_the_key(data: dict, path: str, why: str) -> None:
     with pytest.raises(ExpectationsError, match=f"invalid at {path}: .*{why}"):
         Expectations(data, source="expectations file x.yaml")
+
+
+def test_a_repeated_key_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "dup.yaml"
+    path.write_text("version: 1\ncontexts:\n  - match: a\ndefaults: {}\ncontexts:\n"
+                    "  - match: b\n")
+    with pytest.raises(ExpectationsError, match=r"dup.yaml: not valid YAML at line 5, "
+                                                r"column 1: duplicate key 'contexts'"):
+        load(path)
