@@ -206,6 +206,19 @@ def _fresh(fleet: FleetRun, target: Target, expectations: dict) -> fedprobe.Fede
     return fed
 
 
+def _start(fleet: FleetRun, target: Target, expectations: dict):
+    """Set-up of both federation failover checks: the members read now, the settings, the
+    failover workload deployed; returns (federation, settings, candidates, timeline,
+    namespace, the member it is Available on)."""
+    fed = _fresh(fleet, target, expectations)
+    cfg = _settings(expectations)
+    allowed = _two_candidates(fed)
+    tl = fedfailover.Timeline()
+    namespace = fedfailover.namespace_of(fleet)["metadata"]["name"]
+    where = fedfailover.deploy(fed, fleet, fedfailover.NAME, allowed, True, cfg["rto_s"], tl)
+    return fed, cfg, allowed, tl, namespace, where
+
+
 @pytest.mark.federation
 @pytest.mark.disruptive
 @pytest.mark.check("failover/cluster-outage", level="required")
@@ -216,13 +229,8 @@ def test_cluster_outage(target: Target, fleet: FleetRun, check: CheckInfo, evide
     Available on another member within ``failover.rto_s`` (RTO measured); its graceful-eviction
     tasks are cleared; after the member is restored, no stale copy stays on it and the
     workload does not flap back within ``failover.flap_watch_s``."""
-    fed = _fresh(fleet, target, expectations)
-    cfg = _settings(expectations)
-    allowed = _two_candidates(fed)
-    tl = fedfailover.Timeline()
-    namespace = fedfailover.namespace_of(fleet)["metadata"]["name"]
+    fed, cfg, _, tl, namespace, victim = _start(fleet, target, expectations)
     name = fedfailover.NAME
-    victim = fedfailover.deploy(fed, fleet, name, allowed, True, cfg["rto_s"], tl)
     base = Path(fleet.settings.expectations).resolve().parent if fleet.settings.expectations \
         else Path.cwd()
     outage = fedfailover.Outage(fed, victim, cfg["outage"], base, fleet.probe_run_id)
@@ -306,13 +314,8 @@ def test_drain(target: Target, fleet: FleetRun, check: CheckInfo, evidence: Evid
     """Cordon (a NoSchedule taint on the member running the failover workload) keeps it there
     for ``failover.cordon_watch_s`` and keeps a new workload off that member; a NoExecute taint
     then evicts it to another member within ``failover.rto_s``.  Both taints are removed."""
-    fed = _fresh(fleet, target, expectations)
-    cfg = _settings(expectations)
-    allowed = _two_candidates(fed)
-    tl = fedfailover.Timeline()
-    namespace = fedfailover.namespace_of(fleet)["metadata"]["name"]
+    fed, cfg, allowed, tl, namespace, where = _start(fleet, target, expectations)
     name = fedfailover.NAME
-    where = fedfailover.deploy(fed, fleet, name, allowed, True, cfg["rto_s"], tl)
     problems: list[str] = []
     set_taints: list[tuple[str, str]] = []
 
