@@ -185,7 +185,10 @@ def _settings(expectations: dict) -> dict:
             "restore_timeout_s": float(fo.get("restore_timeout_s", 90)),
             "flap_watch_s": float(fo.get("flap_watch_s", 10)),
             "cordon_watch_s": float(fo.get("cordon_watch_s", 8)),
-            "outage": dict(fo.get("outage") or {})}
+            "outage": dict(fo.get("outage") or {}),
+            # setting the workload up is a propagation, not a failover: its own bound
+            "deploy_timeout_s": float((expectations.get("federation") or {}).get(
+                "propagation_timeout_s", 60))}
 
 
 def _two_candidates(fed: fedprobe.Federation) -> list[str]:
@@ -215,7 +218,7 @@ def _start(fleet: FleetRun, target: Target, expectations: dict):
     allowed = _two_candidates(fed)
     tl = fedfailover.Timeline()
     namespace = fedfailover.namespace_of(fleet)["metadata"]["name"]
-    where = fedfailover.deploy(fed, fleet, fedfailover.NAME, allowed, True, cfg["rto_s"], tl)
+    where = fedfailover.deploy(fed, fleet, fedfailover.NAME, allowed, True, cfg["deploy_timeout_s"], tl)
     return fed, cfg, allowed, tl, namespace, where
 
 
@@ -333,7 +336,7 @@ def test_drain(target: Target, fleet: FleetRun, check: CheckInfo, evidence: Evid
             tl.mark(f"{where} cordoned ({fedfailover.CORDON_TAINT}:NoSchedule)")
             others = [c for c in allowed if c != where]
             new_where = fedfailover.deploy(fed, fleet, fedfailover.NEW_NAME, [where, *others],
-                                           False, cfg["rto_s"], tl)
+                                           False, cfg["deploy_timeout_s"], tl)
             placed_new = fedfailover.placed(fed, namespace, fedfailover.NEW_NAME)
             if where in placed_new:
                 problems.append(f"cordon did not block new placements: a new workload was placed "

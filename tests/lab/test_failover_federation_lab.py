@@ -111,11 +111,16 @@ def test_no_eviction_makes_outage_and_drain_non_conformant(tmp_path, lab_kubecon
     labkit.lab("stop", "karmada.controller-manager")
     assert labkit.lab("start", "karmada.controller-manager").returncode == 0
     _wait_lab_healthy()
-    proc, report = _run(tmp_path, lab_kubeconfig, _expectations(tmp_path, rto_s=20),
-                        "--allow-disruptive")
-    outage, drain = _check(report, "failover/cluster-outage"), _check(report, "failover/drain")
+    # one run each: a workload left where the outage put it must not decide the drain's verdict
+    expectations = _expectations(tmp_path, rto_s=20)
+    proc, report = _run(tmp_path / "outage", lab_kubeconfig, expectations, "--allow-disruptive",
+                        "-k", "cluster_outage")
+    outage = _check(report, "failover/cluster-outage")
     assert outage["verdict"] == "non-conformant", proc.stdout[-4000:]
     assert "did not become Available on another member within 20s of lab-" in outage["message"]
+    proc, report = _run(tmp_path / "drain", lab_kubeconfig, expectations, "--allow-disruptive",
+                        "-k", "test_drain")
+    drain = _check(report, "failover/drain")
     assert drain["verdict"] == "non-conformant", proc.stdout[-4000:]
     assert "the NoExecute taint did not evict the workload from lab-" in drain["message"]
     assert "within 20s" in drain["message"]
