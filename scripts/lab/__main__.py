@@ -9,7 +9,8 @@
 
 The kubeconfig is written to /var/lib/fleetcheck-lab/kubeconfig (contexts lab-a, lab-b, lab-c;
 restricted viewer@<cluster> and editor@<cluster>; karmada, the Karmada control plane over the
-clusters, see karmada.py). Run as root.
+clusters, see karmada.py). Every cluster also runs istiod of one multi-primary Istio mesh
+(istio.py). Run as root.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import bootstrap
 import build
 import components as comp
 import host
+import istio
 import karmada
 import network
 from topology import (
@@ -103,6 +105,7 @@ def do_build(force: bool = False) -> dict[str, Path]:
 
     build.build_kube(force=force, log=log)
     build.build_karmada(force=force, log=log)
+    build.build_istio(force=force, log=log)
     log("images")
     return images.build_all(CACHE, HERE / "gosrc")
 
@@ -194,7 +197,7 @@ def healthy(clusters: list[Cluster]) -> list[str]:
             problems.append(f"{c.name}: {ready}/{total} nodes Ready")
         if not coredns_ready(c):
             problems.append(f"{c.name}: CoreDNS not ready")
-    return problems + karmada.problems(clusters)
+    return problems + karmada.problems(clusters) + istio.problems(clusters, api_get)
 
 
 def lab_digest(spec: str) -> str:
@@ -233,6 +236,7 @@ def do_up(spec: str, force: bool) -> None:
     with cf.ThreadPoolExecutor(4) as pool:
         list(pool.map(comp.make_pki, clusters))
     karmada.make_pki()
+    istio.make_pki(clusters)
     comp.user_kubeconfig(clusters, extra=[karmada.user_kubeconfig_doc()])
     host.start_daemon("apiproxy", [sys.executable, str(HERE / "apiproxy.py"),
                                    f"/run/netns/{ROUTER_NS}",
@@ -255,6 +259,8 @@ def do_up(spec: str, force: bool) -> None:
         wait(f"{c.name} CoreDNS ready", lambda c=c: coredns_ready(c), 120)
     log("Karmada: control plane and join of every cluster (push mode)")
     karmada.bootstrap(clusters, kubectl, log)
+    log("Istio: istiod in every cluster, remote secrets for every pair (multi-primary)")
+    istio.bootstrap(clusters, kubectl, api_get, wait, log)
     log(f"lab up in {time.monotonic() - t_start:.0f}s (after build): {spec}; "
         f"kubeconfig: {KUBECONFIG}")
 
@@ -321,6 +327,7 @@ def do_status(clusters: list[Cluster]) -> int:
         print(f"{c.name:10} api={c.host_server} readyz={code or 'unreachable'} "
               f"nodes={ready}/{total} coredns={'ready' if dns else 'NOT READY'}")
     print(karmada.status_line(clusters))
+    print(istio.status_line(clusters, api_get))
     problems = healthy(clusters)
     for p in problems:
         print(f"problem: {p}")

