@@ -453,7 +453,7 @@ def test_failover(target: Target, fleet: FleetRun, check: CheckInfo, evidence: E
     scaled_at = gone_at = None
     try:
         loop.start()
-        time.sleep(2.0)  # a baseline: requests before anything changes
+        time.sleep(3.0)  # a baseline: requests before anything changes
         scaled_at = loop.now()
         mesh.scale_echo(victim_probes, namespace, 0)
         timeline.append([f"{time.monotonic() - started:.2f}s", f"{victim}: echo scaled to 0"])
