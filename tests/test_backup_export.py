@@ -62,6 +62,10 @@ def test_generated_objects_are_skipped() -> None:
     assert export.generated_reason({"metadata": {"name": "x", "ownerReferences": [
         {"kind": "ReplicaSet", "controller": True}]}}, CM)
     assert not export.generated_reason({"metadata": {"name": "x"}}, CM)
+    # what istiod publishes in every namespace; the same name without istiod's label is data
+    istio = {"name": "istio-ca-root-cert", "labels": {"istio.io/config": "true"}}
+    assert "istiod" in export.generated_reason({"metadata": istio}, CM)
+    assert not export.generated_reason({"metadata": {"name": "istio-ca-root-cert"}}, CM)
 
 
 def test_selection() -> None:
