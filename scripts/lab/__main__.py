@@ -103,11 +103,16 @@ def wait(what: str, probe, timeout: float, interval: float = 0.5):
 def do_build(force: bool = False) -> dict[str, Path]:
     import images
 
-    build.build_kube(force=force, log=log)
-    build.build_karmada(force=force, log=log)
-    build.build_istio(force=force, log=log)
-    log("images")
-    return images.build_all(CACHE, HERE / "gosrc")
+    downloads = build.prefetch_modules(log=log)
+    try:
+        build.build_kube(force=force, log=log)
+        build.build_karmada(force=force, log=log)
+        build.build_istio(force=force, log=log)
+        log("images")
+        return images.build_all(CACHE, HERE / "gosrc")
+    finally:
+        for proc in downloads:
+            proc.wait()
 
 
 # ---------------------------------------------------------------- down / leftovers
