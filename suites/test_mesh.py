@@ -16,6 +16,7 @@ import time
 import pytest
 from fleetcheck import CheckInfo, Evidence, Pair, Target, Unknown, mesh, meshistio, netprobe
 from fleetcheck.fleet import FleetRun
+from fleetcheck.workloads import ready_endpoint_ips
 
 pytestmark = [pytest.mark.mesh, pytest.mark.workloads]
 
@@ -194,6 +195,50 @@ def test_remote_clusters(target: Target, fleet: FleetRun, check: CheckInfo, evid
         expected="every istiod of " + target.name + " lists "
                  + ", ".join(f"{p} ({names[p][0]})" for p in peers) + " as synced remote clusters",
         observed="; ".join(problems) + (f" (after {waited:.0f}s)" if waited >= 1 else ""))
+    _links_read_the_right_clusters(target, fleet, check, evidence, expectations, istiod,
+                                   {p: names[p][0] for p in peers})
+
+
+def _links_read_the_right_clusters(target: Target, fleet: FleetRun, check: CheckInfo,
+                                   evidence: Evidence, expectations: dict,
+                                   istiod: meshistio.Istiod, names: dict[str, str]) -> None:
+    """A synced link may still read another cluster (a remote secret holding the wrong API
+    address or credentials): the API server endpoints istiod holds for each peer (its
+    ``debug/endpointShardz`` for ``kubernetes.default``) must be the ones that peer's own API
+    reports."""
+    host = f"kubernetes.default.svc.{expectations['dns']['cluster_domain']}"
+    truth: dict[str, set[str]] = {}
+    for context in [target.name, *names]:
+        try:
+            truth[context] = set(ready_endpoint_ips(fleet.probes(context), "kubernetes",
+                                                    "default"))
+        except Exception as exc:  # noqa: BLE001 - that peer is then not compared
+            evidence.text(f"{context}: API server endpoints not read", str(exc)[:300])
+    try:
+        shards = {pod: meshistio.parse_shards(data, host, "default")
+                  for pod, data in istiod.each("debug/endpointShardz").items()}
+    except (TypeError, ValueError) as exc:
+        raise Unknown(f"{target.name}: istiod's debug/endpointShardz is not what Istio "
+                      f"writes: {exc}") from None
+    rows, wrong = [], []
+    for pod, by_cluster in sorted(shards.items()):
+        for peer, name in names.items():
+            held, real = by_cluster.get(name), truth.get(peer)
+            rows.append([pod, f"{peer} ({name})", ", ".join(sorted(held or ())) or "-",
+                         ", ".join(sorted(real or ())) or "(not read)"])
+            if not held or not real or held == real:
+                continue
+            owners = [c for c, ips in truth.items() if c != peer and ips & held]
+            wrong.append(f"istiod {pod}: remote cluster {name} holds API server endpoints "
+                         f"{', '.join(sorted(held))}, but {peer}'s API reports "
+                         f"{', '.join(sorted(real))}" + (
+                             f" (those are {', '.join(owners)}'s: its remote secret reads "
+                             "the wrong cluster)" if owners else ""))
+    evidence.table(f"API server endpoints ({host}) istiod holds per remote cluster",
+                   ["istiod", "remote cluster", "istiod holds", "the peer's API reports"], rows)
+    check.require(not wrong,
+                  expected="each remote cluster link reads that peer's own API server",
+                  observed="; ".join(wrong))
 
 
 # --- data plane ----------------------------------------------------------------------------------

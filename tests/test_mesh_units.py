@@ -645,3 +645,17 @@ def test_read_control_plane(monkeypatch: pytest.MonkeyPatch) -> None:
         "root certificate")
     assert (cp.cluster_name, cp.cluster_name_source) == ("Kubernetes",
                                                          "istiod's default (no CLUSTER_ID)")
+
+
+def test_parse_shards_groups_addresses_by_istio_cluster() -> None:
+    """``debug/endpointShardz`` as istiod writes it: host -> namespace -> Shards keyed
+    ``<provider>/<cluster>``."""
+    data = {"kubernetes.default.svc.cluster.local": {"default": {"Shards": {
+        "Kubernetes/lab-a": [{"Addresses": ["10.200.1.10"], "EndpointPort": 6443}],
+        "Kubernetes/lab-b": [{"Addresses": ["10.200.2.10"]}, {"Addresses": ["10.200.2.11"]}],
+    }}}}
+    shards = meshistio.parse_shards(data, "kubernetes.default.svc.cluster.local", "default")
+    assert shards == {"lab-a": {"10.200.1.10"}, "lab-b": {"10.200.2.10", "10.200.2.11"}}
+    assert meshistio.parse_shards(data, "other.svc.cluster.local", "default") == {}
+    with pytest.raises(TypeError):
+        meshistio.parse_shards([], "x", "y")

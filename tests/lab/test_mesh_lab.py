@@ -307,3 +307,31 @@ def test_failover_with_nowhere_to_go_fails(tmp_path: Path) -> None:
     verdict(records, "mesh/failover", "lab-b", "conformant")
     verdict(records, "mesh/failover", "lab-c", "conformant")
     wait_for("mesh namespaces removed", lambda: not mesh_namespaces_left(run_id), timeout=90)
+
+
+def test_remote_secret_reading_the_wrong_cluster(tmp_path: Path) -> None:
+    """lab-a's link named lab-b holds lab-c's address and credentials: istiod calls it synced
+    (clusterz), but the API server endpoints it holds for lab-b are lab-c's; remote-clusters
+    names that, and lab-b's own view stays conformant."""
+    name = "istio-remote-secret-lab-b"
+    original = get("lab-a", "secret", name, ISTIO_NS)
+    to_c = get("lab-a", "secret", "istio-remote-secret-lab-c", ISTIO_NS)
+    kept = {k: original[k] for k in ("apiVersion", "kind", "type", "data")}
+    kept["metadata"] = {k: original["metadata"][k] for k in ("name", "namespace", "labels",
+                                                              "annotations")}
+    wrong = copy.deepcopy(kept)
+    wrong["data"] = {"lab-b": to_c["data"]["lab-c"]}  # the key is the Istio cluster id
+    kubectl("lab-a", "apply", "-f", "-", input=json.dumps(wrong))
+    try:
+        time.sleep(5)  # istiod's secret controller swaps the link
+        records, _, _ = run_mesh(tmp_path, "wronglink", ["lab-a", "lab-b", "lab-c"], "-k",
+                                 "remote_clusters",
+                                 expectations=lab_expectations(propagation_timeout_s=10))
+    finally:
+        kubectl("lab-a", "apply", "-f", "-", input=json.dumps(kept))
+        time.sleep(5)
+    verdict(records, "mesh/remote-clusters", "lab-a", "non-conformant",
+            "remote cluster lab-b holds API server endpoints 10.200.3.10",
+            "lab-b's API reports 10.200.2.10", "those are lab-c's")
+    verdict(records, "mesh/remote-clusters", "lab-b", "conformant")
+    verdict(records, "mesh/remote-clusters", "lab-c", "conformant")
