@@ -262,10 +262,13 @@ def do_up(spec: str, force: bool) -> None:
     for c in clusters:
         wait(f"{c.name} nodes Ready", lambda c=c: nodes_ready(c)[0] == len(c.nodes), 120)
         wait(f"{c.name} CoreDNS ready", lambda c=c: coredns_ready(c), 120)
-    log("Karmada: control plane and join of every cluster (push mode)")
-    karmada.bootstrap(clusters, kubectl, log)
-    log("Istio: istiod in every cluster, remote secrets for every pair (multi-primary)")
-    istio.bootstrap(clusters, kubectl, api_get, wait, log)
+    log("Karmada (join of every cluster, push mode) and Istio (istiod in every cluster, "
+        "remote secrets for every pair), side by side")
+    with cf.ThreadPoolExecutor(2) as pool:
+        done = [pool.submit(karmada.bootstrap, clusters, kubectl, log),
+                pool.submit(istio.bootstrap, clusters, kubectl, api_get, wait, log)]
+        for f in done:
+            f.result()
     log(f"lab up in {time.monotonic() - t_start:.0f}s (after build): {spec}; "
         f"kubeconfig: {KUBECONFIG}")
 

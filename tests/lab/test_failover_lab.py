@@ -161,7 +161,9 @@ def test_other_verdicts_do_not_change_with_allow_disruptive(lab_kubeconfig: Path
 
     without = verdicts("without")
     with_ = verdicts("with", "--allow-disruptive")
-    ran = {"suites/test_failover.py::test_node_drain[lab-c]"}
+    ran = {"suites/test_failover.py::test_node_drain[lab-c]",
+           # mesh/failover: each Istio cluster's requests while another's echo is scaled down
+           "suites/test_mesh.py::test_failover[lab-b]", "suites/test_mesh.py::test_failover[lab-c]"}
     if "karmada" in contexts:  # the federation failover checks: an outage of a member, a drain
         ran |= {"suites/test_failover.py::test_cluster_outage[karmada]",
                 "suites/test_failover.py::test_drain[karmada]"}
