@@ -280,15 +280,22 @@ def test_sidecar_never_ready_is_unknown_in_time(tmp_path: Path) -> None:
     assert seconds < 20 + 60, seconds
 
 
+def remote_secret(context: str, peer: str) -> dict:
+    """``context``'s remote secret for ``peer``, as an object to apply again (no server-set
+    fields)."""
+    secret = get(context, "secret", f"istio-remote-secret-{peer}", ISTIO_NS)
+    kept = {k: secret[k] for k in ("apiVersion", "kind", "type", "data")}
+    kept["metadata"] = {k: secret["metadata"][k] for k in ("name", "namespace", "labels",
+                                                            "annotations")}
+    return kept
+
+
 @contextmanager
 def remote_secret_deleted(context: str, peer: str) -> Iterator[None]:
     """``context``'s istiod loses its link to ``peer`` (the remote secret deleted, restored
     after)."""
     name = f"istio-remote-secret-{peer}"
-    secret = get(context, "secret", name, ISTIO_NS)
-    kept = {k: secret[k] for k in ("apiVersion", "kind", "type", "data")}
-    kept["metadata"] = {k: secret["metadata"][k] for k in ("name", "namespace", "labels",
-                                                            "annotations")}
+    kept = remote_secret(context, peer)
     kubectl(context, "-n", ISTIO_NS, "delete", "secret", name)
     try:
         yield
@@ -313,14 +320,10 @@ def test_remote_secret_reading_the_wrong_cluster(tmp_path: Path) -> None:
     """lab-a's link named lab-b holds lab-c's address and credentials: istiod calls it synced
     (clusterz), but the API server endpoints it holds for lab-b are lab-c's; remote-clusters
     names that, and lab-b's own view stays conformant."""
-    name = "istio-remote-secret-lab-b"
-    original = get("lab-a", "secret", name, ISTIO_NS)
-    to_c = get("lab-a", "secret", "istio-remote-secret-lab-c", ISTIO_NS)
-    kept = {k: original[k] for k in ("apiVersion", "kind", "type", "data")}
-    kept["metadata"] = {k: original["metadata"][k] for k in ("name", "namespace", "labels",
-                                                              "annotations")}
+    kept = remote_secret("lab-a", "lab-b")
     wrong = copy.deepcopy(kept)
-    wrong["data"] = {"lab-b": to_c["data"]["lab-c"]}  # the key is the Istio cluster id
+    # the data key is the Istio cluster id; the kubeconfig under it, lab-c's
+    wrong["data"] = {"lab-b": remote_secret("lab-a", "lab-c")["data"]["lab-c"]}
     kubectl("lab-a", "apply", "-f", "-", input=json.dumps(wrong))
     try:
         time.sleep(5)  # istiod's secret controller swaps the link
