@@ -27,12 +27,17 @@ COMPONENTS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "ku
               "kube-proxy", "kubectl")
 
 
-def kubernetes_version() -> str:
-    gomod = (GOSRC / "go.mod").read_text()
-    m = re.search(r"^(?:require )?\s*k8s\.io/kubernetes (v[0-9.]+)$", gomod, re.MULTILINE)
+def pinned_version(src: Path, module: str) -> str:
+    """The version ``src/go.mod`` requires of ``module`` (a tag or a pseudo-version)."""
+    gomod = (src / "go.mod").read_text()
+    m = re.search(rf"^(?:require )?\s*{re.escape(module)} (v\S+)( //.*)?$", gomod, re.MULTILINE)
     if not m:
-        raise RuntimeError(f"{GOSRC / 'go.mod'} does not pin k8s.io/kubernetes")
+        raise RuntimeError(f"{src / 'go.mod'} does not pin {module}")
     return m.group(1)
+
+
+def kubernetes_version() -> str:
+    return pinned_version(GOSRC, "k8s.io/kubernetes")
 
 
 def go_env() -> dict[str, str]:
@@ -120,12 +125,7 @@ KARMADA_CRDS = CACHE / "karmada-crds"
 
 
 def karmada_version() -> str:
-    gomod = (KARMADA_SRC / "go.mod").read_text()
-    m = re.search(r"^(?:require )?\s*github\.com/karmada-io/karmada (v[0-9.]+)$", gomod,
-                  re.MULTILINE)
-    if not m:
-        raise RuntimeError(f"{KARMADA_SRC / 'go.mod'} does not pin {KARMADA_MODULE}")
-    return m.group(1)
+    return pinned_version(KARMADA_SRC, KARMADA_MODULE)
 
 
 def build_karmada(force: bool = False, log=print) -> Path:
@@ -169,11 +169,7 @@ DOWNLOADS = CACHE / "downloads"
 
 def istio_version() -> str:
     """The pinned ``istio.io/istio`` pseudo-version, e.g. ``v0.0.0-20260827124520-eed52ebb66ad``."""
-    gomod = (ISTIO_SRC / "go.mod").read_text()
-    m = re.search(r"^\s*istio\.io/istio (v\S+)( //.*)?$", gomod, re.MULTILINE)
-    if not m:
-        raise RuntimeError(f"{ISTIO_SRC / 'go.mod'} does not pin {ISTIO_MODULE}")
-    return m.group(1)
+    return pinned_version(ISTIO_SRC, ISTIO_MODULE)
 
 
 def istio_tag(version: str | None = None) -> str:

@@ -103,3 +103,14 @@ def wait_for(what: str, probe, timeout: float = 60, interval: float = 1.0):
             return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
+
+
+def run_namespaces_left(run_id: str, contexts: list[str]) -> dict[str, list[str]]:
+    """The run's namespaces (``fleetcheck-<run id>*``), per context, still present."""
+    out = {}
+    for ctx in contexts:
+        names = kubectl(ctx, "get", "namespaces", "-o", "name").stdout.split()
+        mine = [n for n in names if n.startswith(f"namespace/fleetcheck-{run_id}")]
+        if mine:
+            out[ctx] = mine
+    return out

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 import yaml
 from fclab import CLUSTERS, REPO, results, run
-from labkit import KUBECONFIG, LAB, get, kubectl, lab, wait_for
+from labkit import KUBECONFIG, LAB, get, kubectl, lab, run_namespaces_left, wait_for
 
 SUITE = "suites/test_federation.py"
 EXPECTATIONS = REPO / "scripts" / "lab" / "expectations.yaml"
@@ -130,14 +130,7 @@ def stopped(component: str) -> Iterator[None]:
 
 
 def namespaces_left(probe_run_id: str) -> dict[str, list[str]]:
-    """The run's namespaces (``fleetcheck-<probe run id>*``), per context, still present."""
-    out = {}
-    for ctx in CONTEXTS:
-        names = kubectl(ctx, "get", "namespaces", "-o", "name").stdout.split()
-        mine = [n for n in names if n.startswith(f"namespace/fleetcheck-{probe_run_id}")]
-        if mine:
-            out[ctx] = mine
-    return out
+    return run_namespaces_left(probe_run_id, CONTEXTS)
 
 
 def cluster_taints(name: str) -> list[dict]:

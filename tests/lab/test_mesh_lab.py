@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 from fclab import CLUSTERS, LAB_IMAGES, REPO, results, run
-from labkit import KUBECONFIG, get, kubectl, wait_for
+from labkit import KUBECONFIG, get, kubectl, run_namespaces_left, wait_for
 
 SUITE = "suites/test_mesh.py"
 EXPECTATIONS = REPO / "scripts" / "lab" / "expectations.yaml"
@@ -71,13 +71,7 @@ def verdict(records: dict, check_id: str, context: str, want: str, *fragments: s
 
 
 def mesh_namespaces_left(run_id: str) -> dict[str, list[str]]:
-    out = {}
-    for ctx in CLUSTERS:
-        names = kubectl(ctx, "get", "namespaces", "-o", "name").stdout.split()
-        mine = [n for n in names if n.startswith(f"namespace/fleetcheck-{run_id}")]
-        if mine:
-            out[ctx] = mine
-    return out
+    return run_namespaces_left(run_id, CLUSTERS)
 
 
 def istiod_available(context: str) -> bool:
