@@ -39,9 +39,18 @@ def test_api_ready(target: Target, check: CheckInfo, evidence: Evidence, expecta
     check.require(
         status == 200 and body.strip() == "ok" and elapsed <= timeout,
         expected=f"GET /readyz -> HTTP 200 'ok' within {timeout:g}s",
-        observed=(f"HTTP {status} {body.strip()[:200]!r} after {elapsed:.2f}s" if status
+        observed=(f"HTTP {status} {_readyz_summary(body)} after {elapsed:.2f}s" if status
                   else body),
     )
+
+
+def _readyz_summary(body: str) -> str:
+    """What a not-ready ``/readyz`` said: its failing sub-checks (``[-]...`` lines) when it
+    lists them, else the start of the body."""
+    failing = [line.strip() for line in body.splitlines() if line.strip().startswith("[-]")]
+    if failing:
+        return "failing: " + "; ".join(failing)
+    return repr(body.strip()[:200])
 
 
 @pytest.mark.check("connectivity/version-skew", level="required")

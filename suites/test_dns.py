@@ -30,12 +30,29 @@ def _resolve(check: CheckInfo, expectations: dict, probe, name: str,
     return netprobe.lookup(probe, name, timeout, server)
 
 
-def _latency_ok(check: CheckInfo, expectations: dict, answer: DnsAnswer) -> None:
+#: a lookup slower than ``dns.max_latency_ms`` is measured this many more times before it counts
+#: as slow: one slow sample is as often the probe's process start on a busy node as the DNS
+LATENCY_REMEASURE = 2
+
+
+def _latency_ok(check: CheckInfo, expectations: dict, answer: DnsAnswer, probe,
+                server: str | None = None) -> None:
+    """The answer's latency is within ``dns.max_latency_ms``; a slow answer is measured again
+    (:data:`LATENCY_REMEASURE` times) and the fastest sample counts; every sample is shown."""
     limit = expectations["dns"].get("max_latency_ms")
-    if limit is not None and answer.latency_ms is not None:
-        check.require(answer.latency_ms <= float(limit),
-                      expected=f"{answer.name} resolved within {limit:g} ms",
-                      observed=f"{answer.latency_ms:.0f} ms")
+    if limit is None or answer.latency_ms is None or answer.latency_ms <= float(limit):
+        return
+    samples = [answer.latency_ms]
+    for _ in range(LATENCY_REMEASURE):
+        again = _resolve(check, expectations, probe, answer.name, server)
+        if again.status == "ok" and again.latency_ms is not None:
+            samples.append(again.latency_ms)
+            if again.latency_ms <= float(limit):
+                break
+    check.require(min(samples) <= float(limit),
+                  expected=f"{answer.name} resolved within {limit:g} ms",
+                  observed=f"{len(samples)} lookups took "
+                           + ", ".join(f"{ms:.0f}" for ms in samples) + " ms")
 
 
 @pytest.mark.check("dns/coredns", level="required")
@@ -148,7 +165,7 @@ def test_in_cluster(target: Target, probes, check: CheckInfo, evidence: Evidence
             problems.append(f"{name}: resolved to {', '.join(answer.addresses)}, API says "
                             f"{', '.join(truth)}")
         else:
-            _latency_ok(check, expectations, answer)
+            _latency_ok(check, expectations, answer, probes.busybox)
     answer = answers[-1]
     rows.append([missing, "NXDOMAIN", answer.describe()])
     if answer.status != "nxdomain":
@@ -181,4 +198,4 @@ def test_cross_cluster(pair: Pair, fleet, probes, check: CheckInfo, evidence: Ev
                   expected=f"{name} -> {server.service_ip} (ClusterIP of "
                            f"{server.namespace}/{server.service} in {pair.target.name})",
                   observed=kind)
-    _latency_ok(check, expectations, answer)
+    _latency_ok(check, expectations, answer, probes.busybox)

@@ -256,3 +256,13 @@ def test_lookup_batch_splits_answers_per_name() -> None:
     assert (c.status, c.latency_ms) == ("timeout", None)   # killed: a DNS failure
     assert d.status == "timeout"                           # the exec ended first
     assert a.exec is result and d.exec is result
+
+
+def test_readyz_summary_names_the_failing_sub_checks():
+    from suites.test_connectivity import _readyz_summary
+    body = ("[+]ping ok\n[+]log ok\n[+]etcd ok\n[-]etcd-readiness failed: reason withheld\n"
+            "[+]informer-sync ok\n[-]poststarthook/rbac/bootstrap-roles failed: not finished\n"
+            "readyz check failed\n")
+    assert _readyz_summary(body) == ("failing: [-]etcd-readiness failed: reason withheld; "
+                                     "[-]poststarthook/rbac/bootstrap-roles failed: not finished")
+    assert _readyz_summary("no such thing\n") == "'no such thing'"

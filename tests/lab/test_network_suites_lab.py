@@ -252,7 +252,7 @@ def test_stopped_etcd_fails_api_ready_and_control_plane(tmp_path):
     finally:
         lab("start", "lab-b-n1.etcd")
         lab_healthy()
-    assert_only(records, {("connectivity/api-ready", "lab-b"): ["HTTP 500", "etcd"],
+    assert_only(records, {("connectivity/api-ready", "lab-b"): ["HTTP 500", "failing: [-]etcd"],
                           ("connectivity/control-plane", "lab-b"): ["etcd"]})
 
 
