@@ -107,13 +107,15 @@ def do_build(force: bool = False) -> dict[str, Path]:
     try:
         # the three Go builds side by side: one build leaves a core idle while it links or
         # waits on a package everything else needs; two or three fill it (a cold machine)
-        with cf.ThreadPoolExecutor(3) as pool:
+        # (and the images that need none of them: package downloads, the CoreDNS build)
+        with cf.ThreadPoolExecutor(4) as pool:
             builds = [pool.submit(b, force=force, log=log)
                       for b in (build.build_kube, build.build_karmada, build.build_istio)]
+            base = pool.submit(images.build_all, CACHE, HERE / "gosrc", "base")
         for b in builds:
             b.result()
         log("images")
-        return images.build_all(CACHE, HERE / "gosrc")
+        return {**base.result(), **images.build_all(CACHE, HERE / "gosrc", "istio")}
     finally:
         for proc in downloads:
             proc.wait()

@@ -849,8 +849,10 @@ def _build_image(spec: ImageSpec, images_dir: Path, workdir: Path) -> Path:
     return archive
 
 
-def build_all(cache_dir: Path, gosrc: Path) -> dict[str, Path]:
+def build_all(cache_dir: Path, gosrc: Path, which: str = "all") -> dict[str, Path]:
     """Build every lab image whose inputs changed; return short name -> OCI archive path.
+    ``which``: ``base`` (no Istio binaries needed: built while Istio compiles), ``istio``
+    or ``all``.
 
     Binaries go to ``cache_dir/bin`` (``pause``, ``echo``, ``coredns``), archives to
     ``cache_dir/images``, each with a ``.stamp.json`` recording its inputs. Go builds use
@@ -862,15 +864,18 @@ def build_all(cache_dir: Path, gosrc: Path) -> dict[str, Path]:
     with _locked(cache_dir / ".images.lock"):
         images_dir.mkdir(parents=True, exist_ok=True)
         workdir.mkdir(parents=True, exist_ok=True)
-        specs = [
+        base = [
             lambda: _spec_pause(bin_dir),
             _spec_busybox,
             _spec_curl,
             lambda: _spec_echo(bin_dir, gosrc),
             lambda: _spec_coredns(bin_dir),
+        ]
+        istio = [
             lambda: _spec_istio_pilot(bin_dir / "istio"),
             lambda: _spec_istio_proxyv2(bin_dir / "istio"),
         ]
+        specs = {"base": base, "istio": istio, "all": base + istio}[which]
         result = {}
         for make_spec in specs:
             spec = make_spec()
