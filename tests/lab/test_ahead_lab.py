@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fclab import REPO, probe_project, results, run
+from fleetcheck.ahead import PREWARM_FIRST_S
 
 CHECKS = '''
 import os, threading, time
@@ -22,7 +23,7 @@ def log(what):
 @pytest.mark.check("demo/wait", level="required")
 def test_wait(target, check, evidence):
     log(f"wait-start {target.name}")
-    time.sleep(1.5)
+    time.sleep(float(os.environ["FC_AHEAD_WAIT"]))
     evidence.text("server", target.server)
     log(f"wait-end {target.name}")
 
@@ -54,11 +55,12 @@ def test_disruptive(target):
 '''
 
 
-def _run(project: Path, kubeconfig: Path, out: Path, log: Path, *extra: str):
+def _run(project: Path, kubeconfig: Path, out: Path, log: Path, *extra: str,
+         wait: float = 1.5):
     log.unlink(missing_ok=True)
     proc = run([str(project), f"--kubeconfig={kubeconfig}", "--contexts=lab-*",
                 f"--report-dir={out}", "--allow-disruptive", *extra],
-               cwd=project, env_extra={"FC_AHEAD_LOG": str(log)})
+               cwd=project, env_extra={"FC_AHEAD_LOG": str(log), "FC_AHEAD_WAIT": str(wait)})
     events = [line.split() for line in log.read_text().splitlines()]
     return proc, events
 
@@ -77,7 +79,11 @@ def test_checks_overlap_and_report_as_if_run_in_order(lab_kubeconfig: Path,
     (tmp_path / "p").mkdir()
     project = probe_project(tmp_path / "p", CHECKS)
     log = tmp_path / "events.log"
-    ahead, events = _run(project, lab_kubeconfig, tmp_path / "ahead", log, "--concurrency=8")
+    # pytest runs the first wait itself while the probes are submitted; the pool starts within
+    # PREWARM_FIRST_S: a wait longer than that leaves the other contexts' waits to the pool,
+    # however slowly a loaded machine submits the probes
+    ahead, events = _run(project, lab_kubeconfig, tmp_path / "ahead", log, "--concurrency=8",
+                         wait=PREWARM_FIRST_S + 2)
     assert ahead.returncode == 1, ahead.stdout + ahead.stderr
 
     # every check function ran exactly once per context
@@ -85,7 +91,7 @@ def test_checks_overlap_and_report_as_if_run_in_order(lab_kubeconfig: Path,
     for kind in ("wait-start", "outcomes", "bug", "tmp", "disruptive-start"):
         assert sorted(n for n in names if n.startswith(kind + " ")) == [
             f"{kind} lab-{c}" for c in "abc"], names
-    # the waits of the contexts overlapped, in pool threads (pytest itself may run a check it
+    # the waits of the contexts overlapped, in pool threads (pytest itself runs the check it
     # reaches before the pool starts, which waits until the probe pods are submitted)
     start_of = {e[1]: (float(e[3]), e[2]) for e in events if e[0] == "wait-start"}
     end_of = {e[1]: float(e[3]) for e in events if e[0] == "wait-end"}
