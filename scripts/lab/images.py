@@ -64,8 +64,9 @@ ISTIO_HUB = f"{REGISTRY}/istio"
 COREDNS_MODULE_PATH = "github.com/coredns/coredns"
 #: Plugins compiled into the lab's CoreDNS, in chain order (mirrors coredns/main.go).
 COREDNS_PLUGINS = (
-    "metadata", "reload", "ready", "health", "prometheus", "errors", "log", "loadbalance",
-    "rewrite", "cache", "template", "transfer", "hosts", "kubernetes", "loop", "whoami",
+    "metadata", "reload", "ready", "health", "prometheus", "errors", "log", "fcdelay",
+    "loadbalance", "rewrite", "cache", "template", "transfer", "hosts", "kubernetes", "loop",
+    "whoami",
 )  # fmt: skip
 
 #: Bump when the layout of an archive changes in a way the stamps cannot see.

@@ -8,9 +8,17 @@ They FAIL, with what to do, when the lab's kubeconfig does not exist; deselect t
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
+
+# A shell without job control starts a background command with SIGINT ignored, and every
+# child inherits an ignored signal: the Ctrl-C the interrupt tests send would never arrive
+# (Python installs its KeyboardInterrupt handler only where SIGINT is not ignored).  A handler
+# of our own is reset to the default in every child.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 LAB_KUBECONFIG = Path(
     os.environ.get("FLEETCHECK_LAB_KUBECONFIG", "/var/lib/fleetcheck-lab/kubeconfig")

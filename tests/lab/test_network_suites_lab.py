@@ -207,26 +207,47 @@ def test_service_without_endpoints_fails_pod_to_service(tmp_path):
                                                    "lab-a")]["message"]
 
 
+def set_corefile(context: str, text: str) -> None:
+    """Replace the cluster's Corefile and wait until CoreDNS has restarted with it."""
+    patch = json.dumps({"data": {"Corefile": text}})
+    kubectl(context, "patch", "configmap", "coredns", "-n", "kube-system", "-p", patch)
+    kubectl(context, "rollout", "restart", "deployment/coredns", "-n", "kube-system")
+    kubectl(context, "rollout", "status", "deployment/coredns", "-n", "kube-system",
+            "--timeout=90s", timeout=100)
+
+
 def test_missing_peer_zone_fails_cross_cluster_dns(tmp_path):
     original = get("lab-a", "configmap", "coredns", "kube-system")["data"]["Corefile"]
     blocks = original.split("\n\n")
     broken = "\n\n".join(b for b in blocks if not b.lstrip().startswith("lab-c.local"))
     assert broken != original
 
-    def set_corefile(text: str) -> None:
-        patch = json.dumps({"data": {"Corefile": text}})
-        kubectl("lab-a", "patch", "configmap", "coredns", "-n", "kube-system", "-p", patch)
-        kubectl("lab-a", "rollout", "restart", "deployment/coredns", "-n", "kube-system")
-        kubectl("lab-a", "rollout", "status", "deployment/coredns", "-n", "kube-system",
-                "--timeout=90s", timeout=100)
-
-    set_corefile(broken)
+    set_corefile("lab-a", broken)
     try:
         records = run_suites(tmp_path, "zone")
     finally:
-        set_corefile(original)
+        set_corefile("lab-a", original)
         lab_healthy()
     assert_only(records, {("dns/cross-cluster", "lab-a->lab-c"): ["lab-c.local"]})
+
+
+def test_slow_dns_fails_dns_latency(tmp_path):
+    """lab-a's CoreDNS holds every query 1.5 s (the lab's fcdelay plugin): the lookups made
+    through it answer correctly but too slowly, measured three times, and only they fail."""
+    original = get("lab-a", "configmap", "coredns", "kube-system")["data"]["Corefile"]
+    slow = original.replace("    errors\n", "    errors\n    fcdelay 1500ms\n")
+    assert slow.count("fcdelay") == 3, slow  # the cluster's own zone and both peers' zones
+
+    set_corefile("lab-a", slow)
+    try:
+        records = run_suites(tmp_path, "slowdns")
+    finally:
+        set_corefile("lab-a", original)
+        lab_healthy()
+    slow_words = ["resolved within 1000 ms", "3 lookups took"]
+    assert_only(records, {("dns/in-cluster", "lab-a"): slow_words,
+                          ("dns/cross-cluster", "lab-a->lab-b"): ["lab-b.local", *slow_words],
+                          ("dns/cross-cluster", "lab-a->lab-c"): ["lab-c.local", *slow_words]})
 
 
 def test_min_version_above_the_fleet_fails_version_skew(tmp_path):

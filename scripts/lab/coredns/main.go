@@ -8,6 +8,10 @@ import (
 	"github.com/coredns/coredns/core/dnsserver"
 	"github.com/coredns/coredns/coremain"
 
+	// a fault for the lab's self-tests only (a slow server): unused by every Corefile the lab
+	// writes
+	_ "fleetcheck.lab/coredns/fcdelay"
+
 	// Each import registers one plugin; keep this list and directives below in step.
 	_ "github.com/coredns/coredns/plugin/cache"
 	_ "github.com/coredns/coredns/plugin/errors"
@@ -39,6 +43,7 @@ var directives = []string{
 	"prometheus",
 	"errors",
 	"log",
+	"fcdelay",
 	"loadbalance",
 	"rewrite",
 	"cache",
