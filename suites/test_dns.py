@@ -35,8 +35,7 @@ def _resolve(check: CheckInfo, expectations: dict, probe, name: str,
 LATENCY_REMEASURE = 2
 
 
-def _latency_ok(check: CheckInfo, expectations: dict, answer: DnsAnswer, probe,
-                server: str | None = None) -> None:
+def _latency_ok(check: CheckInfo, expectations: dict, answer: DnsAnswer, probe) -> None:
     """The answer's latency is within ``dns.max_latency_ms``; a slow answer is measured again
     (:data:`LATENCY_REMEASURE` times) and the fastest sample counts; every sample is shown."""
     limit = expectations["dns"].get("max_latency_ms")
@@ -44,7 +43,7 @@ def _latency_ok(check: CheckInfo, expectations: dict, answer: DnsAnswer, probe,
         return
     samples = [answer.latency_ms]
     for _ in range(LATENCY_REMEASURE):
-        again = _resolve(check, expectations, probe, answer.name, server)
+        again = _resolve(check, expectations, probe, answer.name)
         if again.status == "ok" and again.latency_ms is not None:
             samples.append(again.latency_ms)
             if again.latency_ms <= float(limit):

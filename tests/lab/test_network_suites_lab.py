@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import secrets
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -216,34 +216,38 @@ def set_corefile(context: str, text: str) -> None:
             "--timeout=90s", timeout=100)
 
 
-def test_missing_peer_zone_fails_cross_cluster_dns(tmp_path):
-    original = get("lab-a", "configmap", "coredns", "kube-system")["data"]["Corefile"]
-    blocks = original.split("\n\n")
-    broken = "\n\n".join(b for b in blocks if not b.lstrip().startswith("lab-c.local"))
-    assert broken != original
-
-    set_corefile("lab-a", broken)
+@contextmanager
+def changed_corefile(context: str, change: Callable[[str], str]) -> Iterator[str]:
+    """The cluster's Corefile replaced by ``change(original)`` inside the block (which gets
+    the changed text); the original restored and the lab checked healthy after it."""
+    original = get(context, "configmap", "coredns", "kube-system")["data"]["Corefile"]
+    changed = change(original)
+    assert changed != original
+    set_corefile(context, changed)
     try:
-        records = run_suites(tmp_path, "zone")
+        yield changed
     finally:
-        set_corefile("lab-a", original)
+        set_corefile(context, original)
         lab_healthy()
+
+
+def test_missing_peer_zone_fails_cross_cluster_dns(tmp_path):
+    def without_lab_c(corefile: str) -> str:
+        return "\n\n".join(b for b in corefile.split("\n\n")
+                           if not b.lstrip().startswith("lab-c.local"))
+
+    with changed_corefile("lab-a", without_lab_c):
+        records = run_suites(tmp_path, "zone")
     assert_only(records, {("dns/cross-cluster", "lab-a->lab-c"): ["lab-c.local"]})
 
 
 def test_slow_dns_fails_dns_latency(tmp_path):
     """lab-a's CoreDNS holds every query 1.5 s (the lab's fcdelay plugin): the lookups made
     through it answer correctly but too slowly, measured three times, and only they fail."""
-    original = get("lab-a", "configmap", "coredns", "kube-system")["data"]["Corefile"]
-    slow = original.replace("    errors\n", "    errors\n    fcdelay 1500ms\n")
-    assert slow.count("fcdelay") == 3, slow  # the cluster's own zone and both peers' zones
-
-    set_corefile("lab-a", slow)
-    try:
+    with changed_corefile("lab-a", lambda corefile: corefile.replace(
+            "    errors\n", "    errors\n    fcdelay 1500ms\n")) as slow:
+        assert slow.count("fcdelay") == 3, slow  # the cluster's own zone and both peers' zones
         records = run_suites(tmp_path, "slowdns")
-    finally:
-        set_corefile("lab-a", original)
-        lab_healthy()
     slow_words = ["resolved within 1000 ms", "3 lookups took"]
     assert_only(records, {("dns/in-cluster", "lab-a"): slow_words,
                           ("dns/cross-cluster", "lab-a->lab-b"): ["lab-b.local", *slow_words],
