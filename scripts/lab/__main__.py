@@ -7,6 +7,10 @@
   python3 scripts/lab resources idle RAM and CPU of the running lab
   python3 scripts/lab build     build binaries and images only
 
+`up --stage core` (and `build --stage core`) stop at the clusters themselves (Kubernetes,
+CoreDNS); a later `up` adds Karmada and Istio to the running clusters without restarting them.
+scripts/test uses it on a cold machine: the clusters' tests run while Karmada and Istio build.
+
 The kubeconfig is written to /var/lib/fleetcheck-lab/kubeconfig (contexts lab-a, lab-b, lab-c;
 restricted viewer@<cluster> and editor@<cluster>; karmada, the Karmada control plane over the
 clusters, see karmada.py). Every cluster also runs istiod of one multi-primary Istio mesh
@@ -100,22 +104,32 @@ def wait(what: str, probe, timeout: float, interval: float = 0.5):
 
 # ---------------------------------------------------------------- build
 
-def do_build(force: bool = False) -> dict[str, Path]:
+#: what ``up --stage`` starts: the clusters alone, or the clusters and the components over them
+STAGES: dict[str, tuple[str, ...]] = {"core": (), "all": ("karmada", "istio")}
+EXTRA_BUILDS = {"karmada": build.build_karmada, "istio": build.build_istio}
+
+
+def do_build(force: bool = False, stage: str = "all") -> dict[str, Path]:
+    """Build what ``stage`` needs; return image short name -> OCI archive."""
     import images
 
-    downloads = build.prefetch_modules(log=log)
+    extras = STAGES[stage]
+    downloads = build.prefetch_modules(["coredns", *extras], log=log)
     try:
-        # the three Go builds side by side: one build leaves a core idle while it links or
-        # waits on a package everything else needs; two or three fill it (a cold machine)
+        # the Go builds side by side: one build leaves a core idle while it links or waits
+        # on a package everything else needs; two or three fill it (a cold machine)
         # (and the images that need none of them: package downloads, the CoreDNS build)
         with cf.ThreadPoolExecutor(4) as pool:
             builds = [pool.submit(b, force=force, log=log)
-                      for b in (build.build_kube, build.build_karmada, build.build_istio)]
+                      for b in (build.build_kube, *(EXTRA_BUILDS[x] for x in extras))]
             base = pool.submit(images.build_all, CACHE, HERE / "gosrc", "base")
         for b in builds:
             b.result()
-        log("images")
-        return {**base.result(), **images.build_all(CACHE, HERE / "gosrc", "istio")}
+        archives = base.result()
+        if "istio" in extras:
+            log("images")
+            archives |= images.build_all(CACHE, HERE / "gosrc", "istio")
+        return archives
     finally:
         for proc in downloads:
             proc.wait()
@@ -191,8 +205,10 @@ def coredns_ready(c: Cluster) -> bool:
     return code == 200 and json.loads(body).get("status", {}).get("readyReplicas", 0) >= 1
 
 
-def healthy(clusters: list[Cluster]) -> list[str]:
-    """Problems of a running lab; empty when every component, API, node and DNS is fine."""
+def healthy(clusters: list[Cluster], extras: tuple[str, ...] | None = None) -> list[str]:
+    """Problems of a running lab; empty when every component, API, node and DNS is fine
+    (``extras``: the components over the clusters to look at; default: those started)."""
+    extras = running_extras() if extras is None else extras
     problems = []
     if not host.daemon_alive("apiproxy"):
         problems.append("apiproxy: not running")
@@ -208,30 +224,76 @@ def healthy(clusters: list[Cluster]) -> list[str]:
             problems.append(f"{c.name}: {ready}/{total} nodes Ready")
         if not coredns_ready(c):
             problems.append(f"{c.name}: CoreDNS not ready")
-    return problems + karmada.problems(clusters) + istio.problems(clusters, api_get)
+    if "karmada" in extras:
+        problems += karmada.problems(clusters)
+    if "istio" in extras:
+        problems += istio.problems(clusters, api_get)
+    return problems
+
+
+def _is_extra(stamp: Path) -> bool:
+    return stamp.name.split(".")[0] in STAGES["all"]
 
 
 def lab_digest(spec: str) -> str:
-    """What the running lab was made from: its spec and the lab's own code and binaries."""
+    """What the running clusters were made from: their spec and the lab's own code and
+    binaries (Karmada's and Istio's aside: see ``extra_digest``)."""
     h = hashlib.sha256(spec.encode())
     for p in sorted(HERE.glob("*.py")):
         h.update(p.read_bytes())
     for stamp in sorted((CACHE / "bin").glob("*.stamp.json")):
-        h.update(stamp.read_bytes())
+        if not _is_extra(stamp):
+            h.update(stamp.read_bytes())
     return h.hexdigest()
 
 
-def do_up(spec: str, force: bool) -> None:
-    clusters = parse_clusters(spec)
+def extra_digest(name: str) -> str:
+    """What a running Karmada or Istio was built from (its build stamp)."""
+    stamp = CACHE / "bin" / f"{name}.stamp.json"
+    return hashlib.sha256(stamp.read_bytes() if stamp.exists() else b"").hexdigest()
+
+
+def saved_state() -> dict:
     try:
-        saved = json.loads((STATE / "lab.json").read_text())
+        return json.loads((STATE / "lab.json").read_text())
     except (OSError, ValueError):
-        saved = {}
-    if (not force and saved == {"clusters": spec, "digest": lab_digest(spec)}
-            and KUBECONFIG.exists() and not healthy(clusters)):
-        log(f"lab already up and healthy ({spec}); kubeconfig: {KUBECONFIG}")
-        return
-    archives = do_build()
+        return {}
+
+
+def save_state(spec: str, extras: tuple[str, ...]) -> None:
+    (STATE / "lab.json").write_text(json.dumps({
+        "clusters": spec, "digest": lab_digest(spec),
+        "extras": {x: extra_digest(x) for x in extras}}))
+
+
+def running_extras() -> tuple[str, ...]:
+    """The components over the clusters that the running lab was started with."""
+    return tuple(x for x in STAGES["all"] if x in saved_state().get("extras", {}))
+
+
+def do_up(spec: str, force: bool, stage: str = "all") -> None:
+    clusters = parse_clusters(spec)
+    want = STAGES[stage]
+    saved = saved_state()
+    running = saved.get("extras", {})
+    same = (not force and saved.get("clusters") == spec and saved.get("digest") == lab_digest(spec)
+            and KUBECONFIG.exists())
+    if (same and not healthy(clusters, tuple(running))
+            and all(running[x] == extra_digest(x) for x in running)):
+        missing = tuple(x for x in want if x not in running)
+        if not missing:
+            log(f"lab already up and healthy ({spec}"
+                f"{''.join(f', {x}' for x in running)}); kubeconfig: {KUBECONFIG}")
+            return
+        archives = do_build(stage=stage)
+        if saved_state().get("digest") == lab_digest(spec):  # the build left the clusters'
+            t_start = time.monotonic()                       # binaries as they were
+            start_extras(clusters, (*running, *missing), missing, archives)
+            save_state(spec, (*running, *missing))
+            log(f"added {', '.join(missing)} to the running lab in "
+                f"{time.monotonic() - t_start:.0f}s; kubeconfig: {KUBECONFIG}")
+            return
+    archives = do_build(stage=stage)
     t_start = time.monotonic()
     log("removing whatever an earlier lab left behind")
     do_down()
@@ -239,7 +301,7 @@ def do_up(spec: str, force: bool) -> None:
     host.run("mount", "-t", "tmpfs", "-o", "mode=0700,size=4g", "fleetcheck-lab", str(RUN))
     STATE.mkdir(parents=True, exist_ok=True)
     STATE.chmod(0o700)
-    (STATE / "lab.json").write_text(json.dumps({"clusters": spec, "digest": lab_digest(spec)}))
+    save_state(spec, ())
     host.make_cgroup("fclab/daemons")
     log("network namespaces and routes")
     network.setup(clusters)
@@ -248,7 +310,7 @@ def do_up(spec: str, force: bool) -> None:
         list(pool.map(comp.make_pki, clusters))
     karmada.make_pki()
     istio.make_pki(clusters)
-    comp.user_kubeconfig(clusters, extra=[karmada.user_kubeconfig_doc()])
+    comp.user_kubeconfig(clusters)
     host.start_daemon("apiproxy", [sys.executable, str(HERE / "apiproxy.py"),
                                    f"/run/netns/{ROUTER_NS}",
                                    *[f"{c.api_port}={c.control_plane.ip}:6443"
@@ -258,7 +320,8 @@ def do_up(spec: str, force: bool) -> None:
     log("control planes and nodes")
     for c in clusters:
         start_cluster_daemons(c)
-    karmada.start(log)
+    if "karmada" in want:
+        karmada.start(log)
     with cf.ThreadPoolExecutor(8) as pool:
         futures = [pool.submit(start_node, c, n, archives) for c in clusters for n in c.nodes]
         for f in futures:
@@ -268,15 +331,40 @@ def do_up(spec: str, force: bool) -> None:
     for c in clusters:
         wait(f"{c.name} nodes Ready", lambda c=c: nodes_ready(c)[0] == len(c.nodes), 120)
         wait(f"{c.name} CoreDNS ready", lambda c=c: coredns_ready(c), 120)
-    log("Karmada (join of every cluster, push mode) and Istio (istiod in every cluster, "
-        "remote secrets for every pair), side by side")
+    if want:
+        start_extras(clusters, want, want, archives, started=True)
+    save_state(spec, want)
+    log(f"lab up in {time.monotonic() - t_start:.0f}s (after build): {spec}"
+        f"{''.join(f', {x}' for x in want)}; kubeconfig: {KUBECONFIG}")
+
+
+def start_extras(clusters: list[Cluster], extras: tuple[str, ...], new: tuple[str, ...],
+                 archives: dict[str, Path], started: bool = False) -> None:
+    """Start ``new`` (Karmada, Istio) over running clusters; the kubeconfig gets the contexts
+    of ``extras`` (``started``: Karmada's API server was started with the clusters)."""
+    import images
+
+    if "istio" in new:  # its images, into every node's containerd
+        istio_images = [archives[n] for n in ("istio-pilot", "istio-proxyv2")]
+        with cf.ThreadPoolExecutor(4) as pool:
+            list(pool.map(lambda n: images.import_images(str(n.containerd_sock), istio_images),
+                          [n for c in clusters for n in c.nodes]))
+    if "karmada" in new and not started:
+        karmada.start(log)
+    comp.user_kubeconfig(clusters, extra=[karmada.user_kubeconfig_doc()]
+                         if "karmada" in extras else [])
+    log(" and ".join({"karmada": "Karmada (join of every cluster, push mode)",
+                      "istio": "Istio (istiod in every cluster, remote secrets for every "
+                               "pair)"}[x] for x in new) + (", side by side" if len(new) > 1
+                                                            else ""))
     with cf.ThreadPoolExecutor(2) as pool:
-        done = [pool.submit(karmada.bootstrap, clusters, kubectl, log),
-                pool.submit(istio.bootstrap, clusters, kubectl, api_get, wait, log)]
+        done = []
+        if "karmada" in new:
+            done.append(pool.submit(karmada.bootstrap, clusters, kubectl, log))
+        if "istio" in new:
+            done.append(pool.submit(istio.bootstrap, clusters, kubectl, api_get, wait, log))
         for f in done:
             f.result()
-    log(f"lab up in {time.monotonic() - t_start:.0f}s (after build): {spec}; "
-        f"kubeconfig: {KUBECONFIG}")
 
 
 # ---------------------------------------------------------------- status / resources
@@ -331,7 +419,9 @@ def do_status(clusters: list[Cluster]) -> int:
     rows = [("apiproxy", host.daemon_alive("apiproxy"))]
     for c in clusters:
         rows += [(d, host.daemon_alive(d)) for d in comp.components(c)]
-    rows += [(d, host.daemon_alive(d)) for d in karmada.daemon_names()]
+    extras = running_extras()
+    if "karmada" in extras:
+        rows += [(d, host.daemon_alive(d)) for d in karmada.daemon_names()]
     for name, alive in rows:
         print(f"{name:45} {'running' if alive else 'DEAD'}")
     for c in clusters:
@@ -340,8 +430,10 @@ def do_status(clusters: list[Cluster]) -> int:
         dns = coredns_ready(c) if code == 200 else False
         print(f"{c.name:10} api={c.host_server} readyz={code or 'unreachable'} "
               f"nodes={ready}/{total} coredns={'ready' if dns else 'NOT READY'}")
-    print(karmada.status_line(clusters))
-    print(istio.status_line(clusters, api_get))
+    for name, line in (("karmada", lambda: karmada.status_line(clusters)),
+                       ("istio", lambda: istio.status_line(clusters, api_get))):
+        print(line() if name in extras else
+              f"{name:10} not started (the lab is up with --stage core; `up` adds it)")
     problems = healthy(clusters)
     for p in problems:
         print(f"problem: {p}")
@@ -380,6 +472,10 @@ def main() -> int:
     sub = parser.add_subparsers(dest="cmd", required=True)
     up = sub.add_parser("up", help="start the lab (idempotent; cleans leftovers first)")
     up.add_argument("--force", action="store_true", help="restart even if healthy")
+    stage_help = ("core: the clusters only (Kubernetes, CoreDNS); all: with Karmada and Istio "
+                  "(default; env FLEETCHECK_LAB_STAGE)")
+    up.add_argument("--stage", choices=STAGES, help=stage_help,
+                    default=os.environ.get("FLEETCHECK_LAB_STAGE") or "all")
     sub.add_parser("down", help="stop the lab and remove every trace")
     sub.add_parser("status", help="show every component; exit 1 if something is down")
     sub.add_parser("leftovers", help="list lab traces on this machine; exit 1 if any")
@@ -387,6 +483,8 @@ def main() -> int:
     res.add_argument("--seconds", type=float, default=30)
     b = sub.add_parser("build", help="build binaries and images only")
     b.add_argument("--force", action="store_true")
+    b.add_argument("--stage", choices=STAGES, help=stage_help,
+                   default=os.environ.get("FLEETCHECK_LAB_STAGE") or "all")
     sub.add_parser("kubeconfig", help="print the kubeconfig path")
     for verb in ("stop", "start"):
         p = sub.add_parser(verb, help=f"{verb} one component, e.g. lab-c-n2.kubelet "
@@ -404,7 +502,7 @@ def main() -> int:
     except ValueError as e:
         parser.error(str(e))
     if args.cmd == "up":
-        do_up(spec, args.force)
+        do_up(spec, args.force, args.stage)
     elif args.cmd == "down":
         do_down()
     elif args.cmd == "status":
@@ -416,7 +514,7 @@ def main() -> int:
     elif args.cmd == "resources":
         do_resources(clusters, args.seconds)
     elif args.cmd == "build":
-        do_build(args.force)
+        do_build(args.force, args.stage)
     elif args.cmd == "stop":
         do_stop(clusters, args.component)
     elif args.cmd == "start":

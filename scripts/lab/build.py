@@ -254,14 +254,15 @@ def build_istio(force: bool = False, log=print) -> Path:
 
 # ---------------------------------------------------------------- cold start
 
-def prefetch_modules(log=print) -> list[subprocess.Popen]:
-    """Start ``go mod download`` of the Karmada, Istio and CoreDNS modules in the background
-    when their builds have never run here (a cold machine): the downloads then overlap the
-    Kubernetes compile instead of following it.  Failures are left to the builds to report."""
+def prefetch_modules(names: list[str], log=print) -> list[subprocess.Popen]:
+    """Start ``go mod download`` of the ``names`` modules (``karmada``, ``istio``,
+    ``coredns``) in the background when their builds have never run here (a cold machine):
+    the downloads then overlap the Kubernetes compile instead of following it.  Failures are
+    left to the builds to report."""
     lab = Path(__file__).resolve().parent
     cold = [(name, src) for name, src, out in (
         ("karmada", KARMADA_SRC, BIN / "karmada"), ("istio", ISTIO_SRC, ISTIO_BIN),
-        ("coredns", lab / "coredns", BIN / "coredns")) if not out.exists()]
+        ("coredns", lab / "coredns", BIN / "coredns")) if name in names and not out.exists()]
     if cold:
         log(f"downloading the Go modules of {', '.join(n for n, _ in cold)} in the background")
     return [subprocess.Popen(["go", "mod", "download"], cwd=src, env=go_env(),

@@ -7,6 +7,7 @@ They FAIL, with what to do, when the lab's kubeconfig does not exist; deselect t
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 from pathlib import Path
@@ -46,6 +47,23 @@ def lab_kubeconfig() -> Path:
     return LAB_KUBECONFIG
 
 
+def lab_extras(state: Path) -> list[str] | None:
+    """The components over the clusters the running lab was started with (Karmada, Istio), as
+    ``scripts/lab`` records them next to the kubeconfig; None where no record is there."""
+    try:
+        return sorted(json.loads(state.read_text()).get("extras", {}))
+    except (OSError, ValueError):
+        return None
+
+
 @pytest.fixture(autouse=True)
-def _lab_required(lab_kubeconfig: Path) -> None:
-    """Every lab test needs the lab (function scope: runs after module fixtures that start it)."""
+def _lab_required(request: pytest.FixtureRequest, lab_kubeconfig: Path) -> None:
+    """Every lab test needs the lab (function scope: runs after module fixtures that start it),
+    and those marked ``full_lab`` need its Karmada and Istio."""
+    if request.node.get_closest_marker("full_lab"):
+        extras = lab_extras(lab_kubeconfig.parent / "lab.json")
+        missing = [x for x in ("karmada", "istio") if extras is not None and x not in extras]
+        if missing:
+            pytest.fail(f"the lab is up without {' and '.join(missing)} (`scripts/lab up "
+                        "--stage core`): add them with `.venv/bin/python scripts/lab up`, or "
+                        "deselect these tests with -m 'not full_lab'.", pytrace=False)

@@ -34,6 +34,9 @@ from labkit import (
     namespace,
 )
 
+# needs the lab's Karmada and Istio (`scripts/lab up`, not `--stage core`)
+pytestmark = pytest.mark.full_lab
+
 REPO = Path(__file__).resolve().parents[2]
 CONTEXT = "karmada"
 NAME = "fo-web"

@@ -13,6 +13,9 @@ import labkit
 import pytest
 import yaml
 
+# needs the lab's Karmada and Istio (`scripts/lab up`, not `--stage core`)
+pytestmark = pytest.mark.full_lab
+
 LAB_EXPECTATIONS = fclab.REPO / "scripts" / "lab" / "expectations.yaml"
 SUITE = "suites/test_failover.py"
 KARMADA_STATE = Path("/var/lib/fleetcheck-lab/karmada")

@@ -147,6 +147,7 @@ def test_replicas_that_cannot_reschedule_are_non_conformant(lab_kubeconfig: Path
     assert_nodes_restored(lab_kubeconfig)
 
 
+@pytest.mark.full_lab  # every suite: federation and mesh included
 @pytest.mark.parametrize("contexts", ["lab-b,lab-c,karmada"])
 def test_other_verdicts_do_not_change_with_allow_disruptive(lab_kubeconfig: Path,
                                                             tmp_path: Path,

@@ -26,6 +26,9 @@ import yaml
 from fclab import CLUSTERS, REPO, results, run
 from labkit import KUBECONFIG, LAB, get, kubectl, lab, run_namespaces_left, wait_for
 
+# needs the lab's Karmada and Istio (`scripts/lab up`, not `--stage core`)
+pytestmark = pytest.mark.full_lab
+
 SUITE = "suites/test_federation.py"
 EXPECTATIONS = REPO / "scripts" / "lab" / "expectations.yaml"
 KARMADA = "karmada"

@@ -176,6 +176,7 @@ def test_no_lab_namespace_has_a_default_route():
         assert out.strip() == "", f"{ns} has a default route: {out}"
 
 
+@pytest.mark.full_lab
 def test_karmada_is_up_and_listens_on_loopback_only():
     """The lab's Karmada: its daemons in `status`, every member Cluster Ready, and every
     socket it listens on bound to 127.0.0.1 (nothing of it is reachable from outside)."""
@@ -201,6 +202,7 @@ def test_karmada_is_up_and_listens_on_loopback_only():
         assert local.startswith("127.0.0.1:"), f"Karmada listens beyond loopback: {line}"
 
 
+@pytest.mark.full_lab
 def test_istio_multi_primary_every_pair_linked():
     """The lab's Istio: istiod Available in every cluster (`status`), and every istiod reads
     both peers as synced remote clusters (its debug/clusterz, asked from inside the pod)."""

@@ -23,9 +23,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from fclab import CLUSTERS, LAB_IMAGES, REPO, results, run
 from labkit import KUBECONFIG, get, kubectl, run_namespaces_left, wait_for
+
+# needs the lab's Karmada and Istio (`scripts/lab up`, not `--stage core`)
+pytestmark = pytest.mark.full_lab
 
 SUITE = "suites/test_mesh.py"
 EXPECTATIONS = REPO / "scripts" / "lab" / "expectations.yaml"

@@ -1,9 +1,11 @@
 """Lab lifecycle: `down` leaves no trace, `up` recovers from `kill -9` of every lab process,
-and `up` is idempotent. Named to run after the other lab tests: each test here restarts the lab,
-and the lab is left up for whatever runs next."""
+`up` is idempotent, and `up --stage core` then `up` adds Karmada and Istio to running clusters.
+Named to run after the other lab tests: each test here restarts the lab, and the lab is left up
+for whatever runs next."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -12,9 +14,10 @@ import time
 from pathlib import Path
 
 import pytest
-from labkit import LAB, kubectl, lab
+from labkit import KUBECONFIG, LAB, kubectl, lab
 
-pytestmark = pytest.mark.lab
+# the whole lab, Karmada and Istio included, is torn down and brought back
+pytestmark = [pytest.mark.lab, pytest.mark.full_lab]
 
 
 def _lab_processes() -> list[int]:
@@ -22,6 +25,15 @@ def _lab_processes() -> list[int]:
     import host
 
     return sorted(host.lab_pids())
+
+
+CORE_CONTEXTS = sorted(f"{who}{c}" for c in ("lab-a", "lab-b", "lab-c")
+                       for who in ("", "viewer@", "editor@"))
+
+
+def _contexts() -> list[str]:
+    """The contexts of the lab's kubeconfig, sorted."""
+    return sorted(c["name"] for c in json.loads(Path(KUBECONFIG).read_text())["contexts"])
 
 
 def _daemon_pids() -> dict[str, str]:
@@ -67,7 +79,7 @@ def test_up_recovers_after_kill_9_of_every_lab_process():
         assert " Ready " in out and "NotReady" not in out, out
 
 
-def test_down_leaves_nothing_then_up_again():
+def test_down_leaves_nothing_then_up_in_two_stages():
     proc = lab("down")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     left = lab("leftovers")
@@ -80,6 +92,24 @@ def test_down_leaves_nothing_then_up_again():
     rules = subprocess.run(["iptables-save"], capture_output=True, text=True,
                            check=False).stdout
     assert "KUBE-" not in rules
-    # leave the lab up for whatever runs next
+    # up again in the two stages scripts/test takes on a cold machine: the clusters, then
+    # Karmada and Istio added to them without restarting anything (the lab is left up)
+    proc = lab("up", "--stage", "core")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    status = lab("status")
+    assert status.returncode == 0, status.stdout
+    for name in ("karmada", "istio"):
+        assert f"{name:10} not started" in status.stdout, status.stdout
+    assert _contexts() == CORE_CONTEXTS
+    before = _daemon_pids()
     proc = lab("up")
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "added karmada, istio to the running lab" in proc.stdout, proc.stdout
+    after = _daemon_pids()
+    assert {k: v for k, v in after.items() if k in before} == before, "clusters restarted"
+    added = sorted(set(after) - set(before))
+    assert len(added) == 7 and all(n.startswith("karmada.") for n in added), added
+    assert _contexts() == [*CORE_CONTEXTS, "karmada"]
+    status = lab("status")
+    assert status.returncode == 0, status.stdout
+    assert "istiod=3/3 Available" in status.stdout and "members=3/3 Ready" in status.stdout
