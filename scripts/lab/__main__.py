@@ -109,23 +109,29 @@ STAGES: dict[str, tuple[str, ...]] = {"core": (), "all": ("karmada", "istio")}
 EXTRA_BUILDS = {"karmada": build.build_karmada, "istio": build.build_istio}
 
 
+#: what ``build --stage`` can build besides: ``extras``, Karmada and Istio alone (scripts/test
+#: builds them beside the clusters' tests)
+BUILD_STAGES = (*STAGES, "extras")
+
+
 def do_build(force: bool = False, stage: str = "all") -> dict[str, Path]:
     """Build what ``stage`` needs; return image short name -> OCI archive."""
     import images
 
-    extras = STAGES[stage]
-    downloads = build.prefetch_modules(["coredns", *extras], log=log)
+    core = stage != "extras"
+    extras = STAGES["all" if stage == "extras" else stage]
+    downloads = build.prefetch_modules([*(["coredns"] if core else []), *extras], log=log)
     try:
         # the Go builds side by side: one build leaves a core idle while it links or waits
         # on a package everything else needs; two or three fill it (a cold machine)
         # (and the images that need none of them: package downloads, the CoreDNS build)
         with cf.ThreadPoolExecutor(4) as pool:
-            builds = [pool.submit(b, force=force, log=log)
-                      for b in (build.build_kube, *(EXTRA_BUILDS[x] for x in extras))]
-            base = pool.submit(images.build_all, CACHE, HERE / "gosrc", "base")
+            builds = [pool.submit(b, force=force, log=log) for b in (
+                *([build.build_kube] if core else []), *(EXTRA_BUILDS[x] for x in extras))]
+            base = pool.submit(images.build_all, CACHE, HERE / "gosrc", "base") if core else None
         for b in builds:
             b.result()
-        archives = base.result()
+        archives = base.result() if base else {}
         if "istio" in extras:
             log("images")
             archives |= images.build_all(CACHE, HERE / "gosrc", "istio")
@@ -483,7 +489,8 @@ def main() -> int:
     res.add_argument("--seconds", type=float, default=30)
     b = sub.add_parser("build", help="build binaries and images only")
     b.add_argument("--force", action="store_true")
-    b.add_argument("--stage", choices=STAGES, help=stage_help,
+    b.add_argument("--stage", choices=BUILD_STAGES,
+                   help=f"{stage_help}; extras: Karmada and Istio alone",
                    default=os.environ.get("FLEETCHECK_LAB_STAGE") or "all")
     sub.add_parser("kubeconfig", help="print the kubeconfig path")
     for verb in ("stop", "start"):
