@@ -457,7 +457,8 @@ def do_resources(clusters: list[Cluster], seconds: float) -> None:
                     mem += s.get("rss_bytes", 0)
                     cpu += s.get("cpu_seconds", 0)
             out[c.name] = {"rss_bytes": mem, "cpu_seconds": cpu}
-        out["karmada"] = host.cgroup_stat("fclab/daemons/karmada")
+        if "karmada" in running_extras():
+            out["karmada"] = host.cgroup_stat("fclab/daemons/karmada")
         return out
 
     a = sample()
