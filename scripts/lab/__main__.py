@@ -43,6 +43,7 @@ import karmada
 import network
 from topology import (
     CACHE,
+    CLUSTER_DOMAIN,
     DEFAULT_CLUSTERS,
     KUBECONFIG,
     ROUTER_NS,
@@ -211,6 +212,24 @@ def coredns_ready(c: Cluster) -> bool:
     return code == 200 and json.loads(body).get("status", {}).get("readyReplicas", 0) >= 1
 
 
+def dns_silent_nodes(c: Cluster) -> list[str]:
+    """Nodes of ``c`` from which the cluster DNS service does not resolve kubernetes.default
+    to its ClusterIP: the query takes a pod's path (kube-proxy's rules, a CoreDNS endpoint),
+    which a Ready CoreDNS Deployment alone does not prove."""
+    silent = []
+    for n in c.nodes:
+        try:
+            out = subprocess.run(
+                ["nsenter", f"--net=/run/netns/{n.netns}", "--", "busybox", "nslookup",
+                 f"kubernetes.default.svc.{CLUSTER_DOMAIN}", c.dns_ip],
+                capture_output=True, text=True, timeout=6, check=False).stdout
+        except subprocess.TimeoutExpired:
+            out = ""
+        if f"Address: {c.api_service_ip}" not in out:
+            silent.append(n.name)
+    return silent
+
+
 def healthy(clusters: list[Cluster], extras: tuple[str, ...] | None = None) -> list[str]:
     """Problems of a running lab; empty when every component, API, node and DNS is fine
     (``extras``: the components over the clusters to look at; default: those started)."""
@@ -230,6 +249,9 @@ def healthy(clusters: list[Cluster], extras: tuple[str, ...] | None = None) -> l
             problems.append(f"{c.name}: {ready}/{total} nodes Ready")
         if not coredns_ready(c):
             problems.append(f"{c.name}: CoreDNS not ready")
+        elif silent := dns_silent_nodes(c):
+            problems.append(f"{c.name}: cluster DNS {c.dns_ip} does not answer on "
+                            f"{', '.join(silent)}")
     if "karmada" in extras:
         problems += karmada.problems(clusters)
     if "istio" in extras:
@@ -337,6 +359,8 @@ def do_up(spec: str, force: bool, stage: str = "all") -> None:
     for c in clusters:
         wait(f"{c.name} nodes Ready", lambda c=c: nodes_ready(c)[0] == len(c.nodes), 120)
         wait(f"{c.name} CoreDNS ready", lambda c=c: coredns_ready(c), 120)
+        wait(f"{c.name} cluster DNS answering on every node",
+             lambda c=c: not dns_silent_nodes(c), 60)
     if want:
         start_extras(clusters, want, want, archives, started=True)
     save_state(spec, want)

@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 import yaml
 from fclab import CLUSTERS, LAB_IMAGES, REPO, results, run
-from labkit import KUBECONFIG, get, kubectl, run_namespaces_left, wait_for
+from labkit import KUBECONFIG, get, kubectl, lab, run_namespaces_left, wait_for
 
 # needs the lab's Karmada and Istio (`scripts/lab up`, not `--stage core`)
 pytestmark = pytest.mark.full_lab
@@ -68,9 +68,10 @@ def lab_expectations(**mesh: Any) -> dict:
 
 def verdict(records: dict, check_id: str, context: str, want: str, *fragments: str) -> dict:
     record = records[(check_id, context)]
-    assert record["verdict"] == want, (check_id, context, record["verdict"], record["message"])
+    said = f"{check_id}[{context}] is {record['verdict']}: {record['message']}"
+    assert record["verdict"] == want, said
     for fragment in fragments:
-        assert fragment in record["message"], (check_id, context, fragment, record["message"])
+        assert fragment in record["message"], f"{fragment!r} not said; {said}"
     return record
 
 
@@ -163,6 +164,14 @@ def cacerts_replaced(context: str, data: dict[str, str]) -> Iterator[None]:
 
 
 # ------------------------------------------------------------------------------------ tests
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _lab_healthy_first() -> None:
+    """Start from a lab whose every component, node and cluster DNS answers: a test before may
+    have restarted an API server, and the data plane takes a while to follow."""
+    wait_for("lab status healthy", lambda: lab("status").returncode == 0, timeout=240,
+             interval=3)
 
 
 def test_healthy_mesh_all_conformant_and_cleaned_up(tmp_path: Path) -> None:

@@ -109,7 +109,7 @@ def test_down_leaves_nothing_then_up_in_two_stages():
     assert {k: v for k, v in after.items() if k in before} == before, "clusters restarted"
     added = sorted(set(after) - set(before))
     assert len(added) == 7 and all(n.startswith("karmada.") for n in added), added
-    assert _contexts() == [*CORE_CONTEXTS, "karmada"]
+    assert _contexts() == sorted([*CORE_CONTEXTS, "karmada"])
     status = lab("status")
     assert status.returncode == 0, status.stdout
     assert "istiod=3/3 Available" in status.stdout and "members=3/3 Ready" in status.stdout
