@@ -212,22 +212,40 @@ def coredns_ready(c: Cluster) -> bool:
     return code == 200 and json.loads(body).get("status", {}).get("readyReplicas", 0) >= 1
 
 
+def nslookup(node, name: str, server: str) -> str:
+    """busybox nslookup of ``name`` at ``server`` from inside ``node``'s network namespace (the
+    path a pod's query takes: kube-proxy's rules to a CoreDNS endpoint); its output."""
+    try:
+        return subprocess.run(["nsenter", f"--net=/run/netns/{node.netns}", "--", "busybox",
+                               "nslookup", name, server],
+                              capture_output=True, text=True, timeout=6, check=False).stdout
+    except subprocess.TimeoutExpired:
+        return ""
+
+
 def dns_silent_nodes(c: Cluster) -> list[str]:
     """Nodes of ``c`` from which the cluster DNS service does not resolve kubernetes.default
-    to its ClusterIP: the query takes a pod's path (kube-proxy's rules, a CoreDNS endpoint),
-    which a Ready CoreDNS Deployment alone does not prove."""
-    silent = []
-    for n in c.nodes:
-        try:
-            out = subprocess.run(
-                ["nsenter", f"--net=/run/netns/{n.netns}", "--", "busybox", "nslookup",
-                 f"kubernetes.default.svc.{CLUSTER_DOMAIN}", c.dns_ip],
-                capture_output=True, text=True, timeout=6, check=False).stdout
-        except subprocess.TimeoutExpired:
-            out = ""
-        if f"Address: {c.api_service_ip}" not in out:
-            silent.append(n.name)
-    return silent
+    to its ClusterIP, which a Ready CoreDNS Deployment alone does not prove."""
+    return [n.name for n in c.nodes
+            if f"Address: {c.api_service_ip}" not in nslookup(
+                n, f"kubernetes.default.svc.{CLUSTER_DOMAIN}", c.dns_ip)]
+
+
+def wait_dns_current(c: Cluster, timeout: float = 180) -> None:
+    """Wait until the cluster DNS serves a Service created now. After its API server or etcd
+    restarts, CoreDNS keeps answering from what it had read (a new Service is NXDOMAIN) until
+    its watch is re-established, a minute or more after /readyz is ok."""
+    name = f"fclab-dns-check-{os.urandom(3).hex()}"
+    kubectl(c, "-n", "kube-system", "create", "service", "clusterip", name, "--tcp=53:53")
+    try:
+        ip = kubectl(c, "-n", "kube-system", "get", "service", name, "-o",
+                     "jsonpath={.spec.clusterIP}").strip()
+        fqdn = f"{name}.kube-system.svc.{CLUSTER_DOMAIN}"
+        wait(f"{c.name} cluster DNS serving a new Service",
+             lambda: f"Address: {ip}" in nslookup(c.control_plane, fqdn, c.dns_ip), timeout,
+             interval=2)
+    finally:
+        kubectl(c, "-n", "kube-system", "delete", "service", name, "--wait=false", check=False)
 
 
 def healthy(clusters: list[Cluster], extras: tuple[str, ...] | None = None) -> list[str]:
@@ -443,6 +461,15 @@ def do_start(clusters: list[Cluster], name: str) -> None:
     else:
         STARTERS[component](c, n)
     log(f"started {name}")
+    if component in ("kube-apiserver", "etcd"):  # return once the cluster DNS follows it again
+        wait(f"{c.name} API /readyz", lambda: api_get(c, "/readyz")[0] == 200, 120)
+        t = time.monotonic()
+        # CoreDNS would go on answering from what it had read for ~2 min (measured 109 s)
+        kubectl(c, "-n", "kube-system", "rollout", "restart", "deployment/coredns")
+        kubectl(c, "-n", "kube-system", "rollout", "status", "deployment/coredns",
+                "--timeout=120s", timeout=150)
+        wait_dns_current(c)
+        log(f"{c.name}: cluster DNS serves new objects again ({time.monotonic() - t:.0f}s)")
 
 
 def do_status(clusters: list[Cluster]) -> int:
