@@ -322,6 +322,7 @@ def do_up(spec: str, force: bool, stage: str = "all") -> None:
     want = STAGES[stage]
     saved = saved_state()
     running = saved.get("extras", {})
+    archives = None
     same = (not force and saved.get("clusters") == spec and saved.get("digest") == lab_digest(spec)
             and KUBECONFIG.exists())
     if (same and not healthy(clusters, tuple(running))
@@ -339,7 +340,7 @@ def do_up(spec: str, force: bool, stage: str = "all") -> None:
             log(f"added {', '.join(missing)} to the running lab in "
                 f"{time.monotonic() - t_start:.0f}s; kubeconfig: {KUBECONFIG}")
             return
-    archives = do_build(stage=stage)
+    archives = archives if archives is not None else do_build(stage=stage)
     t_start = time.monotonic()
     log("removing whatever an earlier lab left behind")
     do_down()

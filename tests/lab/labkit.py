@@ -105,6 +105,12 @@ def wait_for(what: str, probe, timeout: float = 60, interval: float = 1.0):
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
 
 
+def lab_healthy(timeout: float = 120, interval: float = 1.0) -> None:
+    """Wait until `scripts/lab status` exits 0 (every component, API, node and cluster DNS)."""
+    wait_for("lab status healthy", lambda: lab("status").returncode == 0, timeout=timeout,
+             interval=interval)
+
+
 def run_namespaces_left(run_id: str, contexts: list[str]) -> dict[str, list[str]]:
     """The run's namespaces (``fleetcheck-<run id>*``), per context, still present."""
     out = {}

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 import yaml
 from fclab import CLUSTERS, REPO, results, run
-from labkit import KUBECONFIG, LAB, get, kubectl, lab, run_namespaces_left, wait_for
+from labkit import KUBECONFIG, LAB, get, kubectl, lab, lab_healthy, run_namespaces_left, wait_for
 
 # needs the lab's Karmada and Istio (`scripts/lab up`, not `--stage core`)
 pytestmark = pytest.mark.full_lab
@@ -109,17 +109,13 @@ def lab_expectations(**federation: Any) -> dict:
     return data
 
 
-def lab_healthy() -> None:
-    wait_for("lab status healthy", lambda: lab("status").returncode == 0, timeout=240,
-             interval=3)
-
 
 def restore_karmada() -> None:
     """Start every Karmada component that is not running (`start` is a no-op for those that
     are), then wait until the lab is healthy (Karmada readyz 200, every member Ready)."""
     for daemon in KARMADA_DAEMONS:
         lab("start", f"karmada.{daemon}")
-    lab_healthy()
+    lab_healthy(timeout=240, interval=3)
 
 
 @contextmanager
@@ -243,7 +239,7 @@ def test_member_apiserver_down_fails_clusters_ready(tmp_path):
                  interval=2)
         wait_for("the not-ready taint removed from lab-c",
                  lambda: not cluster_taints("lab-c"), timeout=60, interval=2)
-        lab_healthy()
+        lab_healthy(timeout=240, interval=3)
     message = fed.on_karmada("federation/clusters-ready")["message"]
     expected = {"federation/clusters-ready": ("non-conformant", [
         "lab-c: Ready=False (ClusterNotReachable: cluster is not reachable)",
@@ -358,6 +354,6 @@ def test_stopped_karmada_apiserver_makes_federation_unknown(tmp_path):
 
 @pytest.fixture(autouse=True, scope="module")
 def _lab_healthy_before_and_after():
-    lab_healthy()
+    lab_healthy(timeout=240, interval=3)
     yield
-    lab_healthy()
+    lab_healthy(timeout=240, interval=3)

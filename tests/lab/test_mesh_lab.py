@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 import yaml
 from fclab import CLUSTERS, LAB_IMAGES, REPO, results, run
-from labkit import KUBECONFIG, get, kubectl, lab, run_namespaces_left, wait_for
+from labkit import KUBECONFIG, get, kubectl, lab_healthy, run_namespaces_left, wait_for
 
 # needs the lab's Karmada and Istio (`scripts/lab up`, not `--stage core`)
 pytestmark = pytest.mark.full_lab
@@ -170,8 +170,7 @@ def cacerts_replaced(context: str, data: dict[str, str]) -> Iterator[None]:
 def _lab_healthy_first() -> None:
     """Start from a lab whose every component, node and cluster DNS answers: a test before may
     have restarted an API server, and the data plane takes a while to follow."""
-    wait_for("lab status healthy", lambda: lab("status").returncode == 0, timeout=240,
-             interval=3)
+    lab_healthy(timeout=240, interval=3)
 
 
 def test_healthy_mesh_all_conformant_and_cleaned_up(tmp_path: Path) -> None:

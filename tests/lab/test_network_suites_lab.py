@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 from fclab import CLUSTERS, LAB_IMAGES, REPO, core, results, run, wait_run_gone
-from labkit import get, kubectl, lab, wait_for
+from labkit import get, kubectl, lab, lab_healthy, wait_for
 
 SUITES = ["suites/test_connectivity.py", "suites/test_dns.py"]
 EXPECTATIONS = REPO / "scripts" / "lab" / "expectations.yaml"
@@ -79,9 +79,6 @@ def assert_only(records: dict[tuple[str, str], dict], bad: dict[tuple[str, str],
 def lab_expectations() -> dict:
     return yaml.safe_load(EXPECTATIONS.read_text())
 
-
-def lab_healthy() -> None:
-    wait_for("lab status healthy", lambda: lab("status").returncode == 0, timeout=120)
 
 
 @contextmanager

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 from fclab import CLUSTERS, LAB_IMAGES, REPO, results, run
-from labkit import apply, get, kubectl, lab, wait_for
+from labkit import apply, get, kubectl, lab, lab_healthy, wait_for
 
 EXPECTATIONS = REPO / "scripts" / "lab" / "expectations.yaml"
 CONNECTIVITY = "suites/test_connectivity.py"
@@ -35,9 +35,6 @@ def lab_kubeconfig() -> Path:
                                 "kubeconfig"], capture_output=True, text=True,
                                check=True).stdout.strip())
 
-
-def lab_healthy() -> None:
-    wait_for("lab status healthy", lambda: lab("status").returncode == 0, timeout=120)
 
 
 def fleetcheck(tmp_path: Path, tag: str, *args: str, kubeconfig: Path | None = None,
