@@ -648,3 +648,96 @@ def test_context_group_of_node_ids() -> None:
     assert context_group("s.py::t[lab-b]@lab-b", names) == "lab-b"
     assert context_group("s.py::t", names) is None
     assert context_group("s.py::t[other]", names) is None
+
+
+# --- a run that collects no check -------------------------------------------------------------
+
+NO_CHECK_SENTENCE = "no fleetcheck check was collected: *"
+
+
+@pytest.mark.parametrize("xdist", [False, True], ids=["serial", "xdist"])
+def test_contexts_run_collecting_no_check_fails(pytester: pytest.Pytester, kubeconfig: Path,
+                                                xdist: bool) -> None:
+    """A directory with its own pytest configuration and only an ordinary test: ``--contexts``
+    selects clusters but no check runs, which must not read as a pass."""
+    (pytester.path / "pyproject.toml").unlink()
+    pytester.makeini("[pytest]\n")
+    pytester.makeconftest("")
+    pytester.makepyfile("def test_ordinary():\n    assert True\n")
+    args = (*PLUGIN, f"--kubeconfig={kubeconfig}", "--contexts=lab-a", "--connect-timeout=1")
+    result = (pytester.runpytest_subprocess(*args, "-n", "2") if xdist
+              else pytester.runpytest(*args))
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines([NO_CHECK_SENTENCE])
+    assert result.ret == pytest.ExitCode.NO_TESTS_COLLECTED
+
+
+def test_contexts_run_collecting_no_check_keeps_a_failure_of_its_own(
+        pytester: pytest.Pytester, kubeconfig: Path) -> None:
+    """The user's own failing test still exits 1 (pytest's meaning), with the sentence."""
+    pytester.makepyfile("def test_ordinary():\n    assert False\n")
+    result = run(pytester, f"--kubeconfig={kubeconfig}", "--contexts=lab-a",
+                 "--connect-timeout=1")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([NO_CHECK_SENTENCE])
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+
+
+# --- nothing a cluster says reaches the terminal raw ------------------------------------------
+
+#: clear the screen, set the window title, ring the bell, then rewrite the line from its start
+HOSTILE = "\x1b[2J\x1b]0;pwned\x07\rall checks passed"
+
+HOSTILE_CHECKS = '''
+import pytest
+from fleetcheck import Unknown
+
+MESSAGE = {message!r}
+
+@pytest.mark.check("demo/hostile-unknown")
+def test_hostile_unknown():
+    print("pod log:", MESSAGE)
+    raise Unknown("event message: " + MESSAGE)
+
+@pytest.mark.check("demo/hostile-finding")
+def test_hostile_finding(check):
+    check.require(False, expected="Ready", observed="condition message: " + MESSAGE)
+
+@pytest.mark.check("demo/hostile-error")
+def test_hostile_error():
+    raise RuntimeError("API said: " + MESSAGE)
+
+@pytest.mark.check("demo/hostile-skip")
+def test_hostile_skip():
+    pytest.skip("not applicable: " + MESSAGE)
+
+@pytest.mark.check("demo/hostile-api")
+def test_hostile_api(target):
+    pass
+'''
+
+
+def test_no_control_character_from_a_cluster_reaches_the_terminal(
+        pytester: pytest.Pytester) -> None:
+    """Messages, captured output, skip reasons and context names are printed with their
+    control characters shown as escapes (``\\x1b``); results.json keeps the text as it was."""
+    hostile_context = "lab-\x1b]0;ctx\x07"
+    path = pytester.path / "kubeconfig.yaml"
+    path.write_text(yaml.safe_dump(kubeconfig_dict(["lab-a", hostile_context])))
+    pytester.makepyfile(HOSTILE_CHECKS.format(message=HOSTILE))
+    result = run(pytester, f"--kubeconfig={path}", "--contexts=lab-*", "--connect-timeout=1",
+                 "--color=no", "-rA", "--run-id=fc-esc")
+    terminal = result.stdout.str() + result.stderr.str()
+    for raw in ("\x1b", "\x07", "\r"):
+        assert raw not in terminal, f"{raw!r} on the terminal"
+    shown = "\\x1b[2J\\x1b]0;pwned\\x07\\x0dall checks passed"
+    result.stdout.fnmatch_lines([
+        "NON-CONFORMANT: demo/hostile-finding: *condition message: " + shown.replace("[", "[[]"),
+        "UNKNOWN: demo/hostile-unknown: could not be carried out: event message: "
+        + shown.replace("[", "[[]"),
+    ])
+    assert terminal.count(shown) >= 6  # summary, longreprs, captured output, skip reason
+    assert "lab-\\x1b]0;ctx\\x07" in terminal  # the header and the summary name the context
+    data = results(pytester)
+    messages = {c["check_id"]: c["message"] for c in data["checks"]}
+    assert HOSTILE in messages["demo/hostile-unknown"]  # faithful; JSON escapes it

@@ -81,3 +81,13 @@ def test_api(target):
     else:
         result.stdout.fnmatch_lines(["fleetcheck: [[]ctx-a[]] verdicts final after *s: 1 unknown",
                                      "fleetcheck: [[]ctx-b[]] verdicts final after *s: 1 unknown"])
+
+
+def test_lines_are_printable_whatever_the_names() -> None:
+    lines: list[str] = []
+    progress = Progress(lines.append, threshold_s=0)
+    with progress.waiting("lab-a", "pod \x1b]0;pwned\x07probe\r to start"):
+        progress.tick(time.monotonic() + 1)
+    progress.close()
+    assert lines[0].startswith("[lab-a] waiting for pod \\x1b]0;pwned\\x07probe\\x0d to start: ")
+    assert not any(c in line for line in lines for c in "\x1b\x07\r")

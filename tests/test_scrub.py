@@ -267,3 +267,37 @@ def test_evidence_json_and_object_go_through_the_same_cleaning() -> None:
     e.json("raw", {"items": [{"metadata": {"name": "s"}, "type": "Opaque", "data": {"k": value}}]})
     for item in e:
         assert value not in item.content, item
+
+
+# --- printable: what reaches a terminal or a CI log -------------------------------------------
+
+@pytest.mark.parametrize(("raw", "shown"), [
+    ("plain text, tabs\tand\nnewlines stay", "plain text, tabs\tand\nnewlines stay"),
+    ("\x1b[2Jcleared", "\\x1b[2Jcleared"),                      # erase screen
+    ("\x1b]0;pwned\x07title", "\\x1b]0;pwned\\x07title"),      # OSC window title, BEL
+    ("\x1b]8;;https://x.invalid\x1b\\link\x1b]8;;\x1b\\",      # OSC 8 hyperlink
+     "\\x1b]8;;https://x.invalid\\x1b\\link\\x1b]8;;\\x1b\\"),
+    ("ok\rFAILED", "ok\\x0dFAILED"),                            # carriage return rewrites
+    ("line one\r\nline two", "line one\nline two"),             # CRLF is a line end
+    ("\x1b[31mred\x1b[0m and \x1b[1;38;5;196mbold\x1b[m", "red and bold"),  # colours dropped
+    ("\x1b[8mconcealed\x1b[28m", "concealed"),
+    ("back\x08\x08\x08", "back\\x08\\x08\\x08"),
+    ("nul\x00 vt\x0b ff\x0c del\x7f", "nul\\x00 vt\\x0b ff\\x0c del\\x7f"),
+    ("c1 csi\x9b2J nel\x85", "c1 csi\\x9b2J nel\\x85"),
+    ("admin\u202egnp.exe", "admin\\u202egnp.exe"),               # bidi override
+    ("ünïcödé, 日本語, emoji 🚀", "ünïcödé, 日本語, emoji 🚀"),
+    ("", ""),
+])
+def test_printable(raw: str, shown: str) -> None:
+    from fleetcheck.scrub import printable
+
+    assert printable(raw) == shown
+
+
+def test_printable_output_has_no_control_character_but_newline_and_tab() -> None:
+    from fleetcheck.scrub import printable
+
+    every = "".join(chr(c) for c in [*range(0xa0), 0x202a, 0x202e, 0x2066, 0x2069])
+    out = printable(every)
+    assert all(c in "\n\t" or (0x20 <= ord(c) < 0x7f) for c in out), repr(out)
+    assert printable(out) == out  # once is enough: printing it again changes nothing
