@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 from fchelpers import kubeconfig_dict
-from fleetcheck import merge, shard
+from fleetcheck import merge, report, shard
 
 PLUGIN = ("-p", "fleetcheck.plugin")
 
@@ -281,11 +281,13 @@ def refused(capsys: pytest.CaptureFixture[str], out: Path, *dirs: Path | str) ->
 
 
 def _edit(directory: Path, **changes: object) -> None:
+    """Change a shard's results.json as a different run of it would have written it (its
+    SHA256SUMS written again)."""
     path = directory / "results.json"
     data = json.loads(path.read_text())
     data.update(changes)
     path.write_text(json.dumps(data))
-    (directory / "SHA256SUMS").unlink(missing_ok=True)
+    report.write_sha256sums(directory)
 
 
 def test_merge_refuses_a_missing_or_duplicate_shard(
@@ -363,3 +365,174 @@ def test_merge_help_and_module_entry(pytester: pytest.Pytester) -> None:
     if script.exists():
         assert subprocess.run([str(script), "--help"], capture_output=True,
                               check=False).returncode == 0
+
+
+# --- merge verification: a verdict never depends on which shards happened to report --------
+
+#: checks that pass without a cluster: test_fleet conformant, test_skipped skipped per context
+PASSING = ("-k", "fleet or skipped")
+
+
+def merged(pytester: pytest.Pytester, capsys: pytest.CaptureFixture[str], *dirs: Path,
+           flags: tuple[str, ...] = ()) -> tuple[int, dict, str]:
+    out = pytester.path / f"merged-{len(list(pytester.path.glob('merged-*')))}"
+    code = merge.main(["--out", str(out), *flags, *map(str, dirs)])
+    printed = capsys.readouterr()
+    assert (out / "results.json").is_file(), printed.err
+    return code, results(out), printed.out
+
+
+def test_shards_record_their_selection_version_and_checks(
+        pytester: pytest.Pytester, fleet: Path) -> None:
+    from fleetcheck import __version__
+
+    dirs = run_shards(pytester, fleet, 2, "rs", str(pytester.path / "test_checks.py"),
+                      "-k", "not bad", "-m", "not slow")
+    data = results(dirs[0])
+    assert data["fleetcheck_version"] == __version__
+    assert data["selection"]["args"] == ["test_checks.py"]  # relative to the rootdir
+    assert data["selection"]["keyword"] == "not bad"
+    assert data["selection"]["markexpr"] == "not slow"
+    assert data["checks_collected"] == results(dirs[1])["checks_collected"] == 5 + 5 + 12 + 1 + 1
+    assert sorted(e["test"] for e in data["checks_selected"]) == sorted(verdicts(dirs[0]))
+    assert merge.selection_text(data["selection"]) == (
+        "test_checks.py -k 'not bad' -m 'not slow' --fleetcheck-suites=auto")
+
+
+def test_a_cluster_whose_shard_ran_nothing_is_unknown_not_conformant(
+        pytester: pytest.Pytester, fleet: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    whole = run(pytester, fleet, "--run-id=whole", *PASSING)
+    assert whole.ret == 0, whole.stdout.str()
+    dirs = run_shards(pytester, fleet, 3, "r0", *PASSING)
+    assert merged(pytester, capsys, *dirs)[0] == 0
+    # shard 3 owns one cluster; it ran nothing there (pytest's exit status 5), the others ran
+    [name] = results(dirs[2])["shard"]["contexts"]
+    _edit(dirs[2], checks=[], checks_selected=[], pytest_exit_status=5)
+    code, data, printed = merged(pytester, capsys, *dirs)
+    assert code == 6, printed
+    record = next(c for c in data["checks"] if c["check_id"] == merge.SHARD_REPORTED)
+    assert record["verdict"] == "unknown" and record["contexts"] == [name]
+    assert record["test"] == f"fleetcheck-merge::shard-reported[{name}]"
+    assert (f"merge/shard-reported [{name}]: could not be carried out: shard 3/3 ({dirs[2]}) "
+            f"reported no check of {name} or its cluster: pytest exit status 5 (no tests "
+            f"collected); {name} was not measured") in record["message"]
+    assert f"UNKNOWN: merge/shard-reported [{name}]" in printed
+    assert data["summary"]["unknown"] == 1 and data["summary"]["non-conformant"] == 0
+    # the other contexts are not touched: a and its alias a2 (one cluster) reported
+    assert [c["context"] for c in data["checks"] if c["verdict"] == "unknown"] == [name]
+
+
+def test_a_shard_that_stopped_early_leaves_its_checks_unknown(
+        pytester: pytest.Pytester, fleet: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    dirs = run_shards(pytester, fleet, 2, "rx")
+    dropped = results(dirs[0])["checks"]
+    bad = next(c for c in dropped if c["check_id"] == "x/bad")
+    assert bad["verdict"] == "non-conformant"
+    # as if -x had stopped shard 1 before test_bad: selected, never reported
+    _edit(dirs[0], checks=[c for c in dropped if c["test"] != bad["test"]])
+    code, data, printed = merged(pytester, capsys, *dirs)
+    record = next(c for c in data["checks"] if c["test"] == bad["test"])
+    assert record["verdict"] == "unknown" and record["check_id"] == "x/bad"
+    assert f"shard 1/2 ({dirs[0]}) selected this check but reported no verdict" \
+        in record["message"]
+    assert code == 6, printed  # the one non-conformant check was never measured
+
+
+def test_merge_refuses_shards_with_a_different_selection(
+        pytester: pytest.Pytester, fleet: Path, two_shards: list[Path],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    out = pytester.path / "merged"
+    run(pytester, fleet, "--shard=2/2", "--run-id=rm", "-k", "not bad", "--report-dir=k")
+    err = refused(capsys, out, two_shards[0], pytester.path / "k")
+    assert ("the shards selected checks differently (give every shard the same test paths, "
+            f"-k, -m and options): . --fleetcheck-suites=auto ({two_shards[0]}); "
+            f". -k 'not bad' --fleetcheck-suites=auto ({pytester.path / 'k'})") in err
+    run(pytester, fleet, "--shard=2/2", "--run-id=rm", "--deselect",
+        "test_checks.py::test_api_ready[b]", "--report-dir=deselect")
+    err = refused(capsys, out, two_shards[0], pytester.path / "deselect")
+    assert "--deselect 'test_checks.py::test_api_ready[b]'" in err
+    _edit(two_shards[1], checks_collected=99)
+    err = refused(capsys, out, *two_shards)
+    assert "the shards collected different checks from their test paths" in err
+    assert "99 checks" in err
+
+
+def test_merge_refuses_other_versions_identities_and_old_shards(
+        pytester: pytest.Pytester, two_shards: list[Path],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from fleetcheck import __version__
+
+    out = pytester.path / "merged"
+    _edit(two_shards[1], fleetcheck_version="0.0.9")
+    err = refused(capsys, out, *two_shards)
+    assert (f"the shards ran different fleetcheck versions: fleetcheck {__version__} "
+            f"({two_shards[0]}); fleetcheck 0.0.9 ({two_shards[1]})") in err
+    _edit(two_shards[1], fleetcheck_version=__version__)
+    # a user one shard learnt and the other did not (unreachable there) is no difference
+    contexts = results(two_shards[1])["contexts"]
+    contexts[0]["identity"] = {"username": "alice", "groups": [], "uid": "1"}
+    _edit(two_shards[1], contexts=contexts)
+    assert merged(pytester, capsys, *two_shards)[0] == 1  # x/bad
+    first = results(two_shards[0])["contexts"]
+    first[0]["identity"] = {"username": "mallory", "groups": []}
+    _edit(two_shards[0], contexts=first)
+    _edit(two_shards[1], contexts=contexts)
+    err = refused(capsys, out, *two_shards)
+    assert (f"the shards saw context {contexts[0]['name']} as different users (different "
+            f"kubeconfigs or credentials?): 'mallory' ({two_shards[0]}); 'alice' "
+            f"({two_shards[1]})") in err
+    data = results(two_shards[1])
+    del data["selection"]
+    (two_shards[1] / "results.json").write_text(json.dumps(data))
+    report.write_sha256sums(two_shards[1])
+    err = refused(capsys, out, *two_shards)
+    assert f"{two_shards[1]}: results.json does not record selection (written by an older " \
+        "fleetcheck)" in err
+    _edit(two_shards[1], selection={"last_failed": True})
+    assert "ran with --lf or --sw" in refused(capsys, out, *two_shards)
+
+
+def test_merge_requires_sha256sums_unless_told(
+        pytester: pytest.Pytester, two_shards: list[Path],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    expected = merged(pytester, capsys, *two_shards)[0]
+    (two_shards[1] / "SHA256SUMS").unlink()
+    err = refused(capsys, pytester.path / "merged", *two_shards)
+    assert (f"{two_shards[1]}: no SHA256SUMS (every run writes it last: was it left out when "
+            "the report was copied?); give the whole report directory, or merge without it "
+            "with --allow-missing-sha256sums") in err
+    code = merged(pytester, capsys, *two_shards, flags=("--allow-missing-sha256sums",))[0]
+    assert code == expected
+    (two_shards[1] / "SHA256SUMS").write_text("0" * 64 + "  junit.xml\n")
+    err = refused(capsys, pytester.path / "merged", *two_shards)
+    assert f"{two_shards[1]}: SHA256SUMS does not list results.json" in err
+
+
+def test_missing_shards_are_refused_or_merged_as_unknown(
+        pytester: pytest.Pytester, fleet: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    dirs = run_shards(pytester, fleet, 3, "rmiss", *PASSING)
+    err = refused(capsys, pytester.path / "merged", dirs[0], dirs[1])
+    assert "shard 3/3 is missing (merge what there is, its contexts unknown, with " \
+        "--allow-missing-shards)" in err
+    code, data, printed = merged(pytester, capsys, dirs[0], dirs[1],
+                                 flags=("--allow-missing-shards",))
+    assert code == 6, printed
+    unknown = {c["test"]: c["message"] for c in data["checks"] if c["verdict"] == "unknown"}
+    [name] = results(dirs[2])["shard"]["contexts"]
+    assert list(unknown) == [f"fleetcheck-merge::shard-reported[{name}]"]
+    assert f"merge/shard-reported [{name}]: could not be carried out: shard 3/3 is missing " \
+        "(not given to fleetcheck-merge" in unknown[f"fleetcheck-merge::shard-reported[{name}]"]
+    assert data["merged_from"][2] == {"index": 3, "total": 3, "missing": True,
+                                      "directory": None, "contexts": [name]}
+    code, data, _ = merged(pytester, capsys, dirs[1], dirs[2], flags=("--allow-missing-shards",))
+    assert code == 6
+    assert {c["test"] for c in data["checks"] if c["verdict"] == "unknown"} == {
+        "fleetcheck-merge::shard-reported[a]", "fleetcheck-merge::shard-reported[a2]",
+        "fleetcheck-merge::shard-reported[no-context]"}
+    page = (pytester.path / "merged-0" / "report.html").read_text()
+    assert f"missing: checks of {name} not run (--allow-missing-shards)" in page
+
+
+def test_merge_help_names_what_it_verifies() -> None:
+    text = merge.__doc__ or ""
+    assert "--allow-missing-sha256sums" in text and "merge/shard-reported" in text
