@@ -44,10 +44,15 @@ def test_control_plane(target: Target, fleet: FleetRun, check: CheckInfo, eviden
                  "spec": {"resourceSelectors": [{"apiVersion": "v1", "kind": "ConfigMap",
                                                  "name": "fleetcheck-webhook-probe"}],
                           "placement": {}}}
-        status, answer = fed.api.create(
-            f"{karmada.POLICY}/namespaces/default/propagationpolicies", probe, dry_run=True)
+        path = f"{karmada.POLICY}/namespaces/default/propagationpolicies"
+        status, answer = fed.api.create(path, probe, dry_run=True)
+        if karmada.refused(status, answer):
+            # the identity may not create policies: the webhook was not tried (an admission
+            # webhook's own 403 is its verdict, reported below)
+            raise fed.api.error("a dry-run PropagationPolicy", "POST", path, status, answer)
     except Exception as exc:  # noqa: BLE001
-        raise fedprobe._unknown(f"{target.name}: reading the control plane failed", exc) from None
+        raise fedprobe._unknown(f"{target.name}: the control plane could not be checked",
+                                exc) from None
     if svc is None:
         problems.append(f"APIService {karmada.CLUSTER_APISERVICE} does not exist: Cluster "
                         "objects are not served")

@@ -111,3 +111,195 @@ def test_federation_expectations_are_validated() -> None:
         Expectations({"version": 1, "defaults": {"federation": {"max_propagation_s": 0}}})
     with pytest.raises(ExpectationsError, match=r"defaults\.federation"):
         Expectations({"version": 1, "defaults": {"federation": {"memberz": {}}}})
+
+
+# --- refusals: a forbidden action is unknown, naming the permission ---------------------------
+
+def rbac_403(verb: str, resource: str, group: str, namespace: str = "") -> dict:
+    """The API server's answer when RBAC forbids (as kube-apiserver words it)."""
+    where = f'in the namespace "{namespace}"' if namespace else "at the cluster scope"
+    return {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Forbidden",
+            "code": 403, "details": {"kind": resource, "group": group},
+            "message": f'{resource}.{group} is forbidden: User "auditor" cannot {verb} resource '
+                       f'"{resource}" in API group "{group}" {where}'}
+
+
+WEBHOOK_403 = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Forbidden",
+               "code": 403, "message": 'admission webhook "propagationpolicy.karmada.io" denied '
+                                       "the request: spec.placement is invalid"}
+
+
+@pytest.mark.parametrize(("method", "path", "permission"), [
+    ("POST", "/apis/policy.karmada.io/v1alpha1/namespaces/default/propagationpolicies",
+     ("create", "propagationpolicies", "policy.karmada.io", "default")),
+    ("GET", "/apis/cluster.karmada.io/v1alpha1/clusters", ("list", "clusters",
+                                                           "cluster.karmada.io", "")),
+    ("GET", "/apis/apiregistration.k8s.io/v1/apiservices/v1alpha1.cluster.karmada.io",
+     ("get", "apiservices", "apiregistration.k8s.io", "")),
+    ("PATCH", "/api/v1/namespaces/fc-fed/configmaps/fleetcheck-fed",
+     ("patch", "configmaps", "", "fc-fed")),
+    ("PATCH", "/api/v1/namespaces/fc-fed", ("patch", "namespaces", "", "")),
+    ("PATCH", "/apis/apps/v1/namespaces/ns/deployments/web/scale",
+     ("patch", "deployments/scale", "apps", "ns")),
+])
+def test_the_permission_a_request_needs(method: str, path: str,
+                                        permission: tuple[str, str, str, str]) -> None:
+    assert karmada.permission(method, path) == karmada.Permission(*permission)
+
+
+def test_the_authorizers_words_name_the_permission() -> None:
+    message = rbac_403("create", "propagationpolicies", "policy.karmada.io", "default")["message"]
+    # the server's words win over the request's (an apply may be authorized as a create)
+    perm = karmada.permission("PATCH", "/apis/policy.karmada.io/v1alpha1/namespaces/default/"
+                              "propagationpolicies/x", message)
+    assert perm == karmada.Permission("create", "propagationpolicies", "policy.karmada.io",
+                                      "default")
+    assert str(perm) == ('create propagationpolicies in API group "policy.karmada.io" in '
+                         'namespace "default"')
+    assert perm.can_i("fed") == ("kubectl --context fed auth can-i create "
+                                 "propagationpolicies.policy.karmada.io -n default")
+    core = karmada.permission("GET", "/api/v1/nodes",
+                              'nodes is forbidden: User "a" cannot list resource "nodes" in '
+                              'API group "" at the cluster scope')
+    assert str(core) == 'list nodes in the core API group ("") cluster-wide'
+    assert core.can_i("") == "kubectl auth can-i list nodes"
+
+
+@pytest.mark.parametrize(("status", "data", "refused"), [
+    (403, rbac_403("list", "clusters", "cluster.karmada.io"), True),
+    (401, {"kind": "Status", "code": 401, "message": "Unauthorized"}, True),
+    (403, "<html>403 Forbidden</html>", True),
+    (403, WEBHOOK_403, False),
+    (403, {"message": "propagationpolicies.policy.karmada.io \"x\" is forbidden: "
+                      "ValidatingAdmissionPolicy 'p' with binding 'b' denied request: no"}, False),
+    (404, {"message": "not found"}, False),
+    (409, {"message": "conflict"}, False),
+    (500, {"message": "etcd"}, False),
+    (201, {}, False),
+])
+def test_which_answers_refuse_the_identity(status: int, data: object, refused: bool) -> None:
+    assert karmada.refused(status, data) is refused
+
+
+class FakeKarmada:
+    """The answers of a fake API server: ``routes[(method, path)] = (status, data)``; 404 for
+    the rest.  Installed in place of :func:`fleetcheck.karmada.request`."""
+
+    def __init__(self, routes: dict[tuple[str, str], tuple[int, object]]) -> None:
+        self.routes = routes
+        self.calls: list[tuple[str, str, dict | None]] = []
+
+    def __call__(self, api_client: object, method: str, path: str, timeout: object,
+                 body: object = None, content_type: str = "", query: dict | None = None
+                 ) -> tuple[int, object]:
+        self.calls.append((method, path, query))
+        return self.routes.get((method, path), (404, {"kind": "Status", "code": 404,
+                                                      "message": "not found"}))
+
+
+def test_a_refused_request_is_an_unknown_naming_the_permission(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from fleetcheck import fedprobe
+    from fleetcheck.verdicts import Unknown
+
+    path = "/apis/cluster.karmada.io/v1alpha1/clusters"
+    fake = FakeKarmada({("GET", path): (403, rbac_403("list", "clusters",
+                                                       "cluster.karmada.io"))})
+    monkeypatch.setattr(karmada, "request", fake)
+    api = karmada.Api(object(), (1.0, 1.0), "fed")
+    with pytest.raises(karmada.KarmadaError) as raised:
+        api.items(path, "list member Clusters")
+    exc = raised.value
+    assert exc.denied and exc.status == 403 and exc.context == "fed"
+    assert str(exc).startswith("list member Clusters: HTTP 403 clusters.cluster.karmada.io is "
+                               "forbidden")  # as before: failovercli and janitor print it
+    unknown = fedprobe._unknown("fed: cannot list member Clusters", exc)
+    assert isinstance(unknown, Unknown)
+    assert unknown.reason.startswith(
+        'fed: cannot list member Clusters: the identity of context fed is not permitted to list '
+        'clusters in API group "cluster.karmada.io" cluster-wide (HTTP 403: ')
+    assert "kubectl --context fed auth can-i list clusters.cluster.karmada.io;" in unknown.reason
+    # 401: the credentials, not a permission
+    fake.routes[("GET", path)] = (401, {"kind": "Status", "code": 401, "message": "Unauthorized"})
+    with pytest.raises(karmada.KarmadaError) as raised:
+        api.items(path)
+    assert fedprobe._unknown("fed: x", raised.value).reason == (
+        "fed: x: the API server rejected the credentials of context fed (HTTP 401) asked to "
+        'list clusters in API group "cluster.karmada.io" cluster-wide: Unauthorized')
+    # other failures keep their wording
+    fake.routes[("GET", path)] = (500, {"message": "etcdserver: request timed out"})
+    with pytest.raises(karmada.KarmadaError) as raised:
+        api.items(path, "list member Clusters")
+    assert not raised.value.denied
+    assert fedprobe._unknown("fed: y", raised.value).reason == \
+        "fed: y: list member Clusters: HTTP 500 etcdserver: request timed out"
+
+
+# --- federation/control-plane over a fake control plane ----------------------------------------
+
+POLICIES = f"{karmada.POLICY}/namespaces/default/propagationpolicies"
+APISERVICE = f"/apis/apiregistration.k8s.io/v1/apiservices/{karmada.CLUSTER_APISERVICE}"
+EVICTING = {"metadata": {"name": "evict"}, "spec": {
+    "taints": [{"key": "t", "effect": "NoExecute"}],
+    "addOnConditions": [{"conditionType": "Ready", "operator": "NotIn",
+                         "statusValues": ["True"]}]}}
+
+
+def run_control_plane_check(monkeypatch: pytest.MonkeyPatch,
+                            routes: dict[tuple[str, str], tuple[int, object]]) -> None:
+    """Run suites/test_federation.py's ``test_control_plane`` against ``routes``."""
+    from fleetcheck import fedprobe
+    from fleetcheck.checks import CheckInfo
+    from fleetcheck.evidence import Evidence
+
+    import suites.test_federation as suite
+
+    answers = {("GET", APISERVICE): (200, {"metadata": {"name": karmada.CLUSTER_APISERVICE},
+                                           "status": {"conditions": [
+                                               {"type": "Available", "status": "True"}]}}),
+               ("GET", f"{karmada.POLICY}/clustertaintpolicies"): (200, {"items": [EVICTING]}),
+               **routes}
+    monkeypatch.setattr(karmada, "request", FakeKarmada(answers))
+    target = Target("fed", "https://k:1", "k", "u", api_groups=("cluster.karmada.io",))
+    fed = fedprobe.Federation(target, karmada.Api(object(), (1.0, 1.0), "fed"), [], {})
+    monkeypatch.setattr(fedprobe, "federation", lambda fleet, t, exp: fed)
+    expectations = Expectations({"version": 1}).for_context("fed")
+    suite.test_control_plane(target, object(), CheckInfo("federation/control-plane",
+                                                         context="fed"),
+                             Evidence(), expectations)
+
+
+def test_control_plane_forbidden_dry_run_is_unknown(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A least-privilege identity may not create a PropagationPolicy, dry run or not: the
+    webhook was not tried, the check is unknown and says which permission is missing."""
+    from fleetcheck.verdicts import Unknown
+
+    forbidden = rbac_403("create", "propagationpolicies", "policy.karmada.io", "default")
+    with pytest.raises(Unknown) as raised:
+        run_control_plane_check(monkeypatch, {("POST", POLICIES): (403, forbidden)})
+    assert raised.value.reason.startswith(
+        "fed: the control plane could not be checked: the identity of context fed is not "
+        'permitted to create propagationpolicies in API group "policy.karmada.io" in namespace '
+        '"default" (HTTP 403: ')
+    assert "kubectl --context fed auth can-i create propagationpolicies.policy.karmada.io " \
+           "-n default" in raised.value.reason
+    with pytest.raises(Unknown, match=r"rejected the credentials of context fed \(HTTP 401\)"):
+        run_control_plane_check(monkeypatch, {("POST", POLICIES): (
+            401, {"kind": "Status", "code": 401, "message": "Unauthorized"})})
+    # forbidden to read the APIService or the taint policies: unknown too, never a traceback
+    with pytest.raises(Unknown, match=r'not permitted to get apiservices in API group '
+                                      r'"apiregistration.k8s.io" cluster-wide'):
+        run_control_plane_check(monkeypatch, {("GET", APISERVICE): (
+            403, rbac_403("get", "apiservices", "apiregistration.k8s.io"))})
+
+
+def test_control_plane_webhook_denial_is_still_measured(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The admission webhook refusing the policy (a 403 too) is what the check measures."""
+    from fleetcheck.verdicts import NonConformant
+
+    with pytest.raises(NonConformant, match="a dry-run PropagationPolicy was refused: HTTP 403 "
+                                            'admission webhook "propagationpolicy.karmada.io" '
+                                            "denied the request"):
+        run_control_plane_check(monkeypatch, {("POST", POLICIES): (403, WEBHOOK_403)})
+    admitted = {"metadata": {"labels": {"propagationpolicy.karmada.io/permanent-id": "x"}}}
+    run_control_plane_check(monkeypatch, {("POST", POLICIES): (201, admitted)})

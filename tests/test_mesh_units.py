@@ -659,3 +659,32 @@ def test_parse_shards_groups_addresses_by_istio_cluster() -> None:
     assert meshistio.parse_shards(data, "other.svc.cluster.local", "default") == {}
     with pytest.raises(TypeError):
         meshistio.parse_shards([], "x", "y")
+
+
+# --- a refused request is unknown, never a traceback -------------------------------------------
+
+
+def test_echo_pods_forbidden_is_unknown() -> None:
+    """Listing the echo's pods refused (HTTP 403): an ``unknown`` naming the permission, not
+    a kubernetes ``ForbiddenException`` traceback."""
+    from fleetcheck.verdicts import Unknown
+    from kubernetes.client.exceptions import ApiException
+
+    class Core:
+        def list_namespaced_pod(self, namespace: str, label_selector: str) -> Any:
+            exc = ApiException(status=403, reason="Forbidden")
+            exc.body = json.dumps({"kind": "Status", "code": 403, "message": (
+                'pods is forbidden: User "auditor" cannot list resource "pods" in API group "" '
+                f'in the namespace "{namespace}"')})
+            raise exc
+
+    class Probes:
+        core = Core()
+        target = _Target()
+
+    with pytest.raises(Unknown) as raised:
+        mesh.echo_pods(Probes(), "fc-mesh")
+    assert raised.value.reason.startswith(
+        "the identity of context lab-a is not permitted to list pods (core API group) in "
+        "namespace fc-mesh (HTTP 403: ")
+    assert 'cannot list resource "pods"' in raised.value.reason
