@@ -65,7 +65,13 @@ def test_node_drain(target: Target, probes: ProbeSet, fleet: FleetRun, check: Ch
                     f"{len(schedulable)} schedulable"
                     + (f" ({', '.join(schedulable)})" if schedulable else "")
                     + (f"; not schedulable: {others}" if others else ""))
+    with fleet.cluster_lock(target.name, check.id):
+        _node_drain(target, probes, fleet, check, evidence, timeout_s, max_pause_s, baseline_s)
 
+
+def _node_drain(target: Target, probes: ProbeSet, fleet: FleetRun, check: CheckInfo,
+                evidence: Evidence, timeout_s: float, max_pause_s: float,
+                baseline_s: float) -> None:
     before, service_ip = nodedrain.deploy(probes, timeout_s)
     evidence.table("workload placement before", *nodedrain.placements_table(before))
     probe_node = nodedrain.probe_node(probes)
@@ -79,8 +85,7 @@ def test_node_drain(target: Target, probes: ProbeSet, fleet: FleetRun, check: Ch
 
     url = f"http://{service_ip}:{nodedrain.SERVICE_PORT}/"
     loop = nodedrain.RequestLoop(probes, url, max_s=baseline_s + timeout_s + 60)
-    cordon = nodedrain.Cordon(probes, node)
-    fleet.on_stop(cordon.on_stop)
+    cordon = nodedrain.Cordon(probes, node, fleet, check.id)
     evictions: list[list[str]] = []
     timings: list[list[str]] = []
     try:
@@ -112,8 +117,8 @@ def test_node_drain(target: Target, probes: ProbeSet, fleet: FleetRun, check: Ch
     evidence.table("workload placement after", *nodedrain.placements_table(after))
     evidence.table("timings (from the cordon)", ["event", "after"], timings)
     if not cordon.released:
-        raise Unknown(f"node {node} is left cordoned: uncordon failed ({cordon.error}); "
-                      f"run: kubectl uncordon {node}")
+        raise Unknown(cordon.change.sentence() if cordon.change is not None
+                      else f"node {node} is left cordoned: {cordon.error}")
 
     try:
         traffic: nodedrain.Traffic | None = loop.traffic()
@@ -228,16 +233,30 @@ def _start(fleet: FleetRun, target: Target, expectations: dict):
 def test_cluster_outage(target: Target, fleet: FleetRun, check: CheckInfo, evidence: Evidence,
                         expectations: dict) -> None:
     """The member running the failover workload is lost (the outage commands of the
-    expectations, else a NoExecute taint on its Cluster): the workload leaves it and is
+    expectations; skipped without them): the workload leaves it and is
     Available on another member within ``failover.rto_s`` (RTO measured); its graceful-eviction
     tasks are cleared; after the member is restored, no stale copy stays on it and the
     workload does not flap back within ``failover.flap_watch_s``."""
+    cfg = _settings(expectations)
+    if not (cfg["outage"].get("stop") and cfg["outage"].get("start")):
+        pytest.skip("no failover.outage.stop/start commands in the expectations: an outage "
+                    "needs a way to make a member unreachable and bring it back (a taint "
+                    "alone would not exercise loss detection; failover/drain measures taints)")
+    with contextlib.ExitStack() as locks:
+        locks.enter_context(fleet.cluster_lock(target.name, check.id))
+        _cluster_outage(target, fleet, check, evidence, expectations, locks)
+
+
+def _cluster_outage(target: Target, fleet: FleetRun, check: CheckInfo, evidence: Evidence,
+                    expectations: dict, locks: contextlib.ExitStack) -> None:
     fed, cfg, _, tl, namespace, victim = _start(fleet, target, expectations)
+    member = fed.members.get(victim)
+    if member in fleet.targets and not fleet.targets[member].unreachable:
+        locks.enter_context(fleet.cluster_lock(member, check.id))  # its API server goes down
     name = fedfailover.NAME
     base = Path(fleet.settings.expectations).resolve().parent if fleet.settings.expectations \
         else Path.cwd()
-    outage = fedfailover.Outage(fed, victim, cfg["outage"], base, fleet.probe_run_id)
-    fleet.on_stop(lambda _timeout: outage.end())  # also when the run is stopped meanwhile
+    outage = fedfailover.Outage(fed, victim, cfg["outage"], base, fleet, check.id)
     problems: list[str] = []
     rto = None
     try:
@@ -265,7 +284,9 @@ def test_cluster_outage(target: Target, fleet: FleetRun, check: CheckInfo, evide
                 else:
                     tl.mark("graceful-eviction tasks cleared")
         finally:
-            outage.end()
+            if not outage.end():
+                tl.mark(f"outage of {victim} NOT ended: {outage.change.error}")
+                raise Unknown(outage.change.sentence())
             tl.mark(f"outage of {victim} ended")
         ready, _ = karmada.wait_for(lambda: fedfailover.cluster_ready(fed.api, victim),
                                     cfg["restore_timeout_s"])
@@ -317,22 +338,26 @@ def test_drain(target: Target, fleet: FleetRun, check: CheckInfo, evidence: Evid
     """Cordon (a NoSchedule taint on the member running the failover workload) keeps it there
     for ``failover.cordon_watch_s`` and keeps a new workload off that member; a NoExecute taint
     then evicts it to another member within ``failover.rto_s``.  Both taints are removed."""
+    with fleet.cluster_lock(target.name, check.id):
+        _drain(target, fleet, check, evidence, expectations)
+
+
+def _drain(target: Target, fleet: FleetRun, check: CheckInfo, evidence: Evidence,
+           expectations: dict) -> None:
     fed, cfg, allowed, tl, namespace, where = _start(fleet, target, expectations)
     name = fedfailover.NAME
     problems: list[str] = []
-    set_taints: list[tuple[str, str]] = []
+    changes: list = []  # recorded before each taint is set; left there until it is removed
 
-    def untaint(_timeout: float = 0) -> None:
-        while set_taints:
-            key, effect = set_taints.pop()
-            karmada.set_taint(fed.api, where, key, effect, False)
+    def untaint() -> list:
+        """Remove the taints (newest first, each retried within the restore budget); returns
+        those still set."""
+        return [c for c in reversed(changes) if not fleet.restore(c)]
 
-    fleet.on_stop(untaint)  # also when the run is stopped meanwhile
     try:
         try:
-            karmada.set_taint(fed.api, where, fedfailover.CORDON_TAINT, "NoSchedule", True,
-                              value=fleet.probe_run_id)
-            set_taints.append((fedfailover.CORDON_TAINT, "NoSchedule"))
+            changes.append(fedfailover.taint_change(
+                fleet, fed, where, fedfailover.CORDON_TAINT, "NoSchedule", check.id))
             tl.mark(f"{where} cordoned ({fedfailover.CORDON_TAINT}:NoSchedule)")
             others = [c for c in allowed if c != where]
             new_where = fedfailover.deploy(fed, fleet, fedfailover.NEW_NAME, [where, *others],
@@ -353,9 +378,8 @@ def test_drain(target: Target, fleet: FleetRun, check: CheckInfo, evidence: Evid
             else:
                 tl.mark(f"the workload stayed on the cordoned {where} for "
                         f"{cfg['cordon_watch_s']:g}s")
-            karmada.set_taint(fed.api, where, fedfailover.DRAIN_TAINT, "NoExecute", True,
-                              value=fleet.probe_run_id)
-            set_taints.append((fedfailover.DRAIN_TAINT, "NoExecute"))
+            changes.append(fedfailover.taint_change(
+                fleet, fed, where, fedfailover.DRAIN_TAINT, "NoExecute", check.id))
             tl.mark(f"{where} drained ({fedfailover.DRAIN_TAINT}:NoExecute)")
             moved_to, waited = fedfailover.wait_placed_available(fed, namespace, name,
                                                                  cfg["rto_s"], avoid=where)
@@ -366,12 +390,15 @@ def test_drain(target: Target, fleet: FleetRun, check: CheckInfo, evidence: Evid
             else:
                 tl.mark(f"Available on {moved_to} after {waited:.1f}s")
         finally:
-            had = bool(set_taints)
-            untaint()
-            if had:
+            left = untaint()
+            if changes and not left:
                 tl.mark(f"{where} uncordoned (taints removed)")
-            fed.api.delete(karmada.object_path("apps/v1", "deployments", namespace,
-                                               fedfailover.NEW_NAME))
+            with contextlib.suppress(Exception):  # (the run's namespace goes at its end)
+                fed.api.delete(karmada.object_path("apps/v1", "deployments", namespace,
+                                                   fedfailover.NEW_NAME))
+            if left:
+                tl.mark(f"taints NOT removed from {where}: {left[0].error}")
+                raise Unknown("; ".join(c.sentence() for c in left))
     except Unknown:
         raise
     except Exception as exc:  # noqa: BLE001

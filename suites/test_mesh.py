@@ -11,6 +11,7 @@ and a curl probe with the mesh's sidecar in every mesh context) is described in
 
 from __future__ import annotations
 
+import shlex
 import time
 
 import pytest
@@ -484,18 +485,20 @@ def test_failover(target: Target, fleet: FleetRun, check: CheckInfo, evidence: E
                             max_s=2 + ready_timeout + watch + rto_bound + 30,
                             timeout_s=float(cfg["request_timeout_s"]))
     restored: dict[str, object] = {"done": False, "error": None}
+    scaled = None
 
-    def restore(_timeout: float = 0) -> None:
-        if restored["done"]:
+    def restore() -> None:
+        if scaled is not None and not fleet.restore(scaled):
+            restored["error"] = scaled.error
             return
         try:
-            mesh.scale_echo(victim_probes, namespace, 1)
             mesh.wait_echo(victim_probes, namespace, adapter, ready_timeout)
             restored["done"], restored["error"] = True, None
         except Exception as exc:  # noqa: BLE001 - reported below
             restored["error"] = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
 
-    fleet.on_stop(restore)
+    lock = fleet.cluster_lock(victim, check.id)
+    lock.acquire()
     timeline: list[list[str]] = []
     started = time.monotonic()
     scaled_at = gone_at = None
@@ -503,6 +506,11 @@ def test_failover(target: Target, fleet: FleetRun, check: CheckInfo, evidence: E
         loop.start()
         time.sleep(3.0)  # a baseline: requests before anything changes
         scaled_at = loop.now()
+        scaled = fleet.record_change(
+            f"echo {namespace}/{mesh.ECHO} scaled to 0", victim,
+            lambda: mesh.scale_echo(victim_probes, namespace, 1),
+            f"kubectl --context {shlex.quote(victim)} -n {namespace} scale deployment "
+            f"{mesh.ECHO} --replicas=1", check.id)
         mesh.scale_echo(victim_probes, namespace, 0)
         timeline.append([f"{time.monotonic() - started:.2f}s", f"{victim}: echo scaled to 0"])
         deadline = time.monotonic() + ready_timeout
@@ -517,7 +525,10 @@ def test_failover(target: Target, fleet: FleetRun, check: CheckInfo, evidence: E
         try:
             loop.stop()
         finally:
-            restore()
+            try:
+                restore()
+            finally:
+                lock.release()
             timeline.append([f"{time.monotonic() - started:.2f}s",
                              f"{victim}: echo scaled back to 1 and "
                              + ("Ready" if restored["done"] else f"NOT Ready ({restored['error']})")])

@@ -358,8 +358,9 @@ def do_up(spec: str, force: bool, stage: str = "all") -> None:
     karmada.make_pki()
     istio.make_pki(clusters)
     comp.user_kubeconfig(clusters)
+    FAULTS.unlink(missing_ok=True)
     host.start_daemon("apiproxy", [sys.executable, str(HERE / "apiproxy.py"),
-                                   f"/run/netns/{ROUTER_NS}",
+                                   "--faults", str(FAULTS), f"/run/netns/{ROUTER_NS}",
                                    *[f"{c.api_port}={c.control_plane.ip}:6443"
                                      for c in clusters]],
                       netns=None, cgroup="fclab/daemons/apiproxy",
@@ -441,6 +442,34 @@ STARTERS = {
     "kubelet": lambda c, n: comp.start_kubelet(c, n),
     "kube-proxy": lambda c, n: comp.start_kube_proxy(c, n),
 }
+
+
+#: faults of the API proxy (see apiproxy.py): listening port -> {"mode", "until"}
+FAULTS = STATE / "apiproxy-faults.json"
+
+
+def do_fault(clusters: list[Cluster], cluster: str, mode: str, seconds: float | None) -> None:
+    """Make the API proxy stall or reset the connections to one cluster's API server (for
+    ``seconds``, or until ``fault CLUSTER off``)."""
+    c = next((c for c in clusters if c.name == cluster), None)
+    if c is None:
+        raise SystemExit(f"lab fault: no cluster {cluster!r} (clusters: "
+                         f"{', '.join(c.name for c in clusters)})")
+    try:
+        faults = json.loads(FAULTS.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        faults = {}
+    if mode == "off":
+        faults.pop(str(c.api_port), None)
+    else:
+        faults[str(c.api_port)] = {"mode": mode,
+                                   "until": None if seconds is None else time.time() + seconds}
+    tmp = FAULTS.with_suffix(".tmp")
+    tmp.write_text(json.dumps(faults), encoding="utf-8")
+    tmp.replace(FAULTS)
+    log(f"{cluster}: API proxy " + ("healthy" if mode == "off" else
+                                    f"{mode}s every connection"
+                                    + (f" for {seconds:g}s" if seconds is not None else "")))
 
 
 def do_stop(clusters: list[Cluster], name: str) -> None:
@@ -550,6 +579,11 @@ def main() -> int:
         p = sub.add_parser(verb, help=f"{verb} one component, e.g. lab-c-n2.kubelet "
                                       "(to inject a fault, and to undo it)")
         p.add_argument("component")
+    f = sub.add_parser("fault", help="make the API proxy stall or reset the connections to a "
+                                     "cluster's API server; 'off' heals it")
+    f.add_argument("cluster")
+    f.add_argument("mode", choices=("stall", "reset", "off"))
+    f.add_argument("--seconds", type=float, help="end the fault by itself after this long")
     args = parser.parse_args()
     if os.geteuid() != 0 and args.cmd not in ("kubeconfig",):
         parser.error("the lab needs root (network namespaces, cgroups, mounts)")
@@ -579,6 +613,8 @@ def main() -> int:
         do_stop(clusters, args.component)
     elif args.cmd == "start":
         do_start(clusters, args.component)
+    elif args.cmd == "fault":
+        do_fault(clusters, args.cluster, args.mode, args.seconds)
     elif args.cmd == "kubeconfig":
         print(KUBECONFIG)
     return 0
