@@ -198,9 +198,11 @@ def test_alias_contexts_are_one_cluster_for_pairs_and_requires_clusters(
             pass
     ''')
     result = pytester.runpytest(*PLUGIN, f"--kubeconfig={kubeconfig}", "--contexts=*", "-rs")
+    # neither context is reachable (no capability): the name decides who represents the cluster
     result.stdout.fnmatch_lines([("*needs at least 2 clusters*1 cluster selected "
-                                 "(lab-a: lab-a, alias)*")])
+                                 "(alias: alias, lab-a)*")])
     assert "lab-a->alias" not in result.stdout.str()
+    assert "alias->lab-a" not in result.stdout.str()
 
 
 # --- exit codes and levels ------------------------------------------------------------------------
