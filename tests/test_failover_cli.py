@@ -10,19 +10,29 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import urllib3
 from fleetcheck import failovercli as fo
 from fleetcheck import karmada
+from kubernetes.client.exceptions import ApiException
 
 REPO = Path(__file__).resolve().parent.parent
 TOKEN = "s3cr3t-failover-token-0123456789"
 
 
+#: what a member Cluster's status lists of its APIs (Karmada's APIEnablement filter reads it)
+API_ENABLEMENTS = [{"groupVersion": "v1", "resources": [{"name": "configmaps", "kind": "ConfigMap"},
+                                                       {"name": "services", "kind": "Service"}]},
+                   {"groupVersion": "apps/v1",
+                    "resources": [{"name": "deployments", "kind": "Deployment"},
+                                  {"name": "statefulsets", "kind": "StatefulSet"}]}]
+
+
 def cluster(name: str, ready: str = "True", taints: list | None = None,
-            labels: dict | None = None) -> dict:
+            labels: dict | None = None, **spec: Any) -> dict:
     return {"metadata": {"name": name, "labels": labels or {}, "resourceVersion": "7"},
             "spec": {"apiEndpoint": f"https://{name}.invalid:6443", "syncMode": "Push",
-                     "taints": taints or []},
-            "status": {"kubernetesVersion": "v1.34.4",
+                     "taints": taints or [], **spec},
+            "status": {"kubernetesVersion": "v1.34.4", "apiEnablements": API_ENABLEMENTS,
                        "conditions": [{"type": "Ready", "status": ready,
                                        "reason": "" if ready == "True" else "ClusterNotReachable",
                                        "message": ""}]}}
@@ -40,8 +50,8 @@ def binding(ns: str, kind: str, name: str, clusters: list, affinity: list | None
     return {"metadata": {"name": f"{name}-{kind.lower()}", "namespace": ns,
                          "annotations": {karmada.PP_NAME_ANNOTATION: policy,
                                          karmada.PP_NAMESPACE_ANNOTATION: ns}},
-            "spec": {"resource": {"apiVersion": "apps/v1", "kind": kind, "name": name,
-                                  "namespace": ns},
+            "spec": {"resource": {"apiVersion": "v1" if kind in ("ConfigMap", "Service")
+                                  else "apps/v1", "kind": kind, "name": name, "namespace": ns},
                      "replicas": 3,
                      "clusters": [{"name": c, "replicas": r} if isinstance(c, str) and r
                                   else {"name": c} for c, r in clusters],
@@ -421,3 +431,574 @@ def test_interrupt_says_what_is_left(monkeypatch: pytest.MonkeyPatch,
     monkeypatch.setattr(fo.Session, "cluster", interrupted)
     assert run_fake(monkeypatch, api, ["drain", "lab-a"]) == 130
     assert "interrupted: nothing was changed" in capsys.readouterr().err
+
+
+# --- every placement field of Karmada v1.18 (policy.karmada.io/v1alpha1 Placement) ------------
+
+def placed(placement: dict, on: tuple = ("lab-a",), name: str = "web", ns: str = "ns",
+           kind: str = "Deployment", **spec: Any) -> dict:
+    """A binding of ``ns/kind/name`` placed on ``on`` with exactly ``placement``."""
+    rb = binding(ns, kind, name, [(c, 0) for c in on])
+    rb["spec"]["placement"] = placement
+    rb["spec"].update(spec)
+    return rb
+
+
+def plan_of(placement: dict, clusters: list, on: tuple = ("lab-a",), others: tuple = (),
+            **spec: Any) -> dict:
+    """drain_plan of lab-a for one workload with ``placement``: its row and where it is."""
+    plan = fo.drain_plan("lab-a", clusters, [placed(placement, on, **spec), *others])
+    for where in ("moves", "stuck", "staying", "undecided"):
+        for row in plan.get(where) or []:
+            if row["workload"] == "ns/deployment/web":
+                return {"where": where, **row}
+    raise AssertionError(plan)
+
+
+#: lab-d has only the deprecated spec.zone, which Karmada never reads (it matches spec.zones)
+FIELDED = [cluster("lab-a", provider="aws", region="eu", zones=["eu-1a"]),
+           cluster("lab-b", provider="aws", region="eu", zones=["eu-1b"]),
+           cluster("lab-c", provider="gcp", region="us", zones=["us-1a", "us-1b"]),
+           cluster("lab-d", zone="eu-1a")]
+
+
+@pytest.mark.parametrize("expr, expected", [
+    ({"key": "provider", "operator": "In", "values": ["aws"]}, ["lab-b"]),
+    ({"key": "provider", "operator": "NotIn", "values": ["aws"]}, ["lab-c", "lab-d"]),
+    ({"key": "region", "operator": "In", "values": ["us"]}, ["lab-c"]),
+    ({"key": "region", "operator": "NotIn", "values": ["eu"]}, ["lab-c", "lab-d"]),
+    ({"key": "zone", "operator": "In", "values": ["us-1b"]}, ["lab-c"]),
+    ({"key": "zone", "operator": "In", "values": ["eu-1a"]}, []),  # lab-a leaves; lab-d: spec.zone
+    ({"key": "zone", "operator": "NotIn", "values": ["eu-1b"]}, ["lab-c", "lab-d"]),
+    ({"key": "zone", "operator": "Exists"}, ["lab-b", "lab-c"]),
+    ({"key": "zone", "operator": "DoesNotExist"}, ["lab-d"]),
+    ({"key": "region", "operator": "In", "values": ["ap"]}, []),
+])
+def test_field_selector(expr: dict, expected: list) -> None:
+    row = plan_of({"clusterAffinity": {"fieldSelector": {"matchExpressions": [expr]}}}, FIELDED)
+    assert row["where"] == ("moves" if expected else "stuck")
+    assert row["candidates"] == expected
+    if not expected:
+        assert "not allowed by its cluster affinity" in row["why"]
+
+
+def test_cluster_affinity_names_exclude_labels_together() -> None:
+    clusters = [cluster("lab-a"), cluster("lab-b", labels={"tier": "gold"}),
+                cluster("lab-c", labels={"tier": "gold"}), cluster("lab-d")]
+    row = plan_of({"clusterAffinity": {"clusterNames": ["lab-a", "lab-b", "lab-c"],
+                                       "exclude": ["lab-c"],
+                                       "labelSelector": {"matchExpressions": [
+                                           {"key": "tier", "operator": "Exists"}]}}}, clusters)
+    assert row["candidates"] == ["lab-b"]
+    row = plan_of({"clusterAffinity": {"labelSelector": {"matchExpressions": [
+        {"key": "tier", "operator": "DoesNotExist"}]}}}, clusters)
+    assert row["candidates"] == ["lab-d"]
+
+
+def test_cluster_affinities_go_to_the_next_term_only() -> None:
+    terms = [{"affinityName": "primary", "clusterNames": ["lab-a", "lab-b"]},
+             {"affinityName": "backup", "clusterNames": ["lab-c", "lab-d"]}]
+    four = [cluster("lab-a"), cluster("lab-b"), cluster("lab-c"), cluster("lab-d")]
+    # the scheduler stays in the term it is in while that term has a cluster left
+    row = plan_of({"clusterAffinities": terms}, four)
+    assert (row["candidates"], row["term"]) == (["lab-b"], "primary")
+    # ... and goes to the next term when not
+    four[1] = cluster("lab-b", ready="False")
+    row = plan_of({"clusterAffinities": terms}, four)
+    assert (row["candidates"], row["term"]) == (["lab-c", "lab-d"], "backup")
+    # never back to an earlier term: scheduled by "backup" on lab-c, draining lab-c
+    rb = placed({"clusterAffinities": [{"affinityName": "primary", "clusterNames": ["lab-b"]},
+                                       {"affinityName": "backup", "clusterNames": ["lab-a"]}]})
+    rb["status"]["schedulerObservingAffinityName"] = "backup"
+    plan = fo.drain_plan("lab-a", [cluster("lab-a"), cluster("lab-b")], [rb])
+    assert [s["workload"] for s in plan["stuck"]] == ["ns/deployment/web"]
+    assert "term backup" in plan["stuck"][0]["why"]
+
+
+def test_cluster_affinities_term_must_meet_spread_constraints() -> None:
+    four = [cluster("lab-a"), cluster("lab-b"), cluster("lab-c"), cluster("lab-d")]
+    row = plan_of({"clusterAffinities": [
+        {"affinityName": "primary", "clusterNames": ["lab-a", "lab-b"]},
+        {"affinityName": "backup", "clusterNames": ["lab-c", "lab-d"]}],
+        "spreadConstraints": [{"spreadByField": "cluster", "minGroups": 2}]}, four)
+    assert (row["candidates"], row["term"]) == (["lab-c", "lab-d"], "backup")
+
+
+def test_overflow_affinities_count_for_workloads_only() -> None:
+    placement = {"clusterAffinities": [{"affinityName": "primary", "clusterNames": ["lab-a"],
+                                        "overflowAffinities": [{"affinityName": "burst",
+                                                                "clusterNames": ["lab-b"]}]}]}
+    assert plan_of(placement, CLUSTERS)["candidates"] == ["lab-b"]
+    plan = fo.drain_plan("lab-a", CLUSTERS, [placed(placement, kind="ConfigMap", replicas=0)])
+    assert [s["workload"] for s in plan["stuck"]] == ["ns/configmap/web"]
+
+
+def test_tolerations_for_a_while_still_leave() -> None:
+    drain = {"key": fo.DRAIN_TAINT["key"], "operator": "Exists", "effect": "NoExecute"}
+    assert plan_of({"clusterTolerations": [drain]}, CLUSTERS)["where"] == "staying"
+    row = plan_of({"clusterTolerations": [{**drain, "tolerationSeconds": 30}]}, CLUSTERS)
+    assert row["where"] == "moves" and row["after_s"] == 30
+    assert "after its tolerationSeconds 30" in fo.render_plan(
+        fo.drain_plan("lab-a", CLUSTERS, [placed({"clusterTolerations": [
+            {**drain, "tolerationSeconds": 30}]})]), dry_run=True)
+
+
+def test_candidate_taints() -> None:
+    no_exec = {"key": "maint", "effect": "NoExecute"}
+    no_sched = {"key": "full", "effect": "NoSchedule"}
+    clusters = [cluster("lab-a"), cluster("lab-b", taints=[no_exec]),
+                cluster("lab-c", taints=[no_sched])]
+    # a NoExecute taint tolerated for a while evicts later: no destination
+    row = plan_of({"clusterTolerations": [{"key": "maint", "operator": "Exists",
+                                           "tolerationSeconds": 60}]}, clusters)
+    assert row["where"] == "stuck" and "lab-b: untolerated taint maint:NoExecute" in row["why"]
+    assert "lab-c: untolerated taint full:NoSchedule" in row["why"]
+    row = plan_of({"clusterTolerations": [{"key": "maint", "operator": "Exists"}]}, clusters)
+    assert row["candidates"] == ["lab-b"]
+    # where the workload runs already, the scheduler keeps it despite a NoSchedule taint
+    row = plan_of({}, clusters, on=("lab-a", "lab-c"))
+    assert row["candidates"] == ["lab-c"]
+    # a toleration operator Kubernetes 1.35 added (Gt/Lt) is not guessed at
+    row = plan_of({"clusterTolerations": [{"key": "full", "operator": "Gt", "value": "1"}]},
+                  clusters)
+    assert row["where"] == "undecided"
+    assert row["field"] == "spec.placement.clusterTolerations[0].operator 'Gt'"
+
+
+REGIONS = [cluster("lab-a", region="eu", provider="aws", zones=["z1"]),
+           cluster("lab-b", region="eu", provider="aws", zones=["z1"], labels={"rack": "r1"}),
+           cluster("lab-c", region="eu", provider="aws", zones=["z1"], labels={"rack": "r1"})]
+
+
+@pytest.mark.parametrize("constraint, need", [
+    ({"spreadByField": "cluster", "minGroups": 3}, "at least 3 clusters"),
+    ({"spreadByField": "region", "minGroups": 2}, "at least 2 regions"),
+    ({"spreadByField": "zone", "minGroups": 2}, "at least 2 zones"),
+    ({"spreadByField": "provider", "minGroups": 2}, "at least 2 providers"),
+    ({"spreadByLabel": "rack", "minGroups": 2}, "at least 2 values of the cluster label rack"),
+])
+def test_spread_constraints_min_groups(constraint: dict, need: str) -> None:
+    placement = {"spreadConstraints": [{"spreadByField": "cluster", "minGroups": 1},
+                                       constraint]}
+    row = plan_of(placement, REGIONS)
+    assert row["where"] == "stuck" and need in row["why"], row
+    wider = [*REGIONS, cluster("lab-d", region="us", provider="gcp", zones=["z2"],
+                               labels={"rack": "r2"})]
+    assert plan_of(placement, wider)["candidates"] == ["lab-b", "lab-c", "lab-d"]
+
+
+def test_spread_by_field_needs_the_field_and_max_groups_does_not_bind() -> None:
+    clusters = [cluster("lab-a", region="eu"), cluster("lab-b", region="eu"), cluster("lab-c"),
+                cluster("lab-d", region="us")]
+    row = plan_of({"spreadConstraints": [{"spreadByField": "cluster", "maxGroups": 1},
+                                         {"spreadByField": "region", "maxGroups": 1}]}, clusters)
+    assert row["candidates"] == ["lab-b", "lab-d"]  # lab-c has no spec.region
+    row = plan_of({"clusterAffinity": {"clusterNames": ["lab-a", "lab-c"]},
+                   "spreadConstraints": [{"spreadByField": "region"}]}, clusters)
+    assert row["where"] == "stuck" and "lab-c: no spec.region (spreadByField region)" in row["why"]
+
+
+def test_replica_scheduling() -> None:
+    divided = {"replicaScheduling": {"replicaSchedulingType": "Divided",
+                                     "replicaDivisionPreference": "Aggregated"}}
+    # divided over lab-a and lab-b: lab-b alone takes them (capacity is not estimated)
+    row = plan_of({**divided, "clusterAffinity": {"clusterNames": ["lab-a", "lab-b"]}},
+                  CLUSTERS, on=("lab-a", "lab-b"))
+    assert row["candidates"] == ["lab-b"]
+    # ... but nowhere is nowhere, divided or duplicated
+    for strategy in (divided, {"replicaScheduling": {"replicaSchedulingType": "Duplicated"}}):
+        assert plan_of({**strategy, "clusterAffinity": {"clusterNames": ["lab-a"]}},
+                       CLUSTERS)["where"] == "stuck"
+    # static weights: only clusters with a positive weight get replicas
+    weighted = {"replicaScheduling": {
+        "replicaSchedulingType": "Divided", "replicaDivisionPreference": "Weighted",
+        "weightPreference": {"staticWeightList": [
+            {"targetCluster": {"clusterNames": ["lab-a", "lab-c"]}, "weight": 2}]}}}
+    assert plan_of(weighted, CLUSTERS)["candidates"] == ["lab-c"]
+    # Karmada ignores spread constraints for static weights
+    row = plan_of({**weighted, "spreadConstraints": [{"spreadByField": "cluster",
+                                                      "minGroups": 3}]}, CLUSTERS)
+    assert row["where"] == "moves"
+    row = plan_of({"replicaScheduling": {"replicaSchedulingType": "Sharded"}}, CLUSTERS)
+    assert row["field"] == "spec.placement.replicaScheduling.replicaSchedulingType 'Sharded'"
+
+
+def test_workload_affinity_and_anti_affinity() -> None:
+    def other(on: str, ns: str = "ns", **groups: str) -> dict:
+        rb = binding(ns, "Deployment", "db", [(on, 0)])
+        rb["spec"]["workloadAffinityGroups"] = groups
+        return rb
+
+    wa = {"workloadAffinity": {"antiAffinity": {"groupByLabelKey": "app.group"}}}
+    row = plan_of(wa, CLUSTERS, others=(other("lab-b", antiAffinityGroup="g"),),
+                  workloadAffinityGroups={"antiAffinityGroup": "g"})
+    assert row["candidates"] == ["lab-c"]
+    row = plan_of(wa, CLUSTERS, others=(other("lab-b", ns="elsewhere", antiAffinityGroup="g"),),
+                  workloadAffinityGroups={"antiAffinityGroup": "g"})
+    assert row["candidates"] == ["lab-b", "lab-c"]
+    wa = {"workloadAffinity": {"affinity": {"groupByLabelKey": "app.group"}}}
+    row = plan_of(wa, CLUSTERS, others=(other("lab-c", affinityGroup="g"),),
+                  workloadAffinityGroups={"affinityGroup": "g"})
+    assert row["candidates"] == ["lab-c"]
+    # a group member that runs only on the drained cluster moves too: it binds nothing
+    row = plan_of(wa, CLUSTERS, others=(other("lab-a", affinityGroup="g"),),
+                  workloadAffinityGroups={"affinityGroup": "g"})
+    assert row["candidates"] == ["lab-b", "lab-c"]
+
+
+def test_api_enablement_and_eviction_in_progress() -> None:
+    clusters = [cluster("lab-a"), cluster("lab-b"), cluster("lab-c")]
+    clusters[1]["status"]["apiEnablements"] = [{"groupVersion": "v1", "resources": [
+        {"name": "configmaps", "kind": "ConfigMap"}]}]
+    row = plan_of({}, clusters)
+    assert row["candidates"] == ["lab-c"]
+    rb = placed({})
+    rb["spec"]["gracefulEvictionTasks"] = [{"fromCluster": "lab-c"}]
+    plan = fo.drain_plan("lab-a", clusters, [rb])
+    assert "lab-c: its graceful eviction from there is under way" in plan["stuck"][0]["why"]
+    assert "lab-b: does not list apps/v1 Deployment among its APIs" in plan["stuck"][0]["why"]
+
+
+@pytest.mark.parametrize("placement, field", [
+    ({"futureField": {}}, "spec.placement.futureField"),
+    ({"clusterAffinity": {"clusterSet": "x"}}, "spec.placement.clusterAffinity.clusterSet"),
+    ({"clusterAffinity": {"fieldSelector": {"matchExpressions": [
+        {"key": "rack", "operator": "In", "values": ["1"]}]}}},
+     "spec.placement.clusterAffinity.fieldSelector.matchExpressions[0].key 'rack'"),
+    ({"clusterAffinity": {"labelSelector": {"matchExpressions": [
+        {"key": "n", "operator": "Gt", "values": ["1"]}]}}},
+     "spec.placement.clusterAffinity.labelSelector.matchExpressions[0].operator 'Gt'"),
+    ({"clusterAffinities": [{"affinityName": "a", "overflowAffinities": [
+        {"affinityName": "b", "weight": 1}]}]},
+     "spec.placement.clusterAffinities[0].overflowAffinities[0].weight"),
+    ({"spreadConstraints": [{"spreadByField": "rack"}]},
+     "spec.placement.spreadConstraints[0].spreadByField 'rack'"),
+    ({"replicaScheduling": {"weightPreference": {"dynamicWeight": "Cost"}}},
+     "spec.placement.replicaScheduling.weightPreference.dynamicWeight 'Cost'"),
+    ({"workloadAffinity": {"preferredAffinity": {}}},
+     "spec.placement.workloadAffinity.preferredAffinity"),
+])
+def test_placement_fields_not_understood_are_named(placement: dict, field: str) -> None:
+    assert fo.not_understood(placement) == field
+    row = plan_of(placement, CLUSTERS)
+    assert (row["where"], row["field"]) == ("undecided", field)
+
+
+def test_every_placement_field_of_karmada_1_18_is_understood() -> None:
+    placement = {
+        "clusterAffinity": {"clusterNames": ["a"], "exclude": ["b"],
+                            "labelSelector": {"matchLabels": {"x": "y"}, "matchExpressions": [
+                                {"key": "x", "operator": "NotIn", "values": ["z"]}]},
+                            "fieldSelector": {"matchExpressions": [
+                                {"key": "zone", "operator": "In", "values": ["z1"]}]}},
+        "clusterTolerations": [{"key": "k", "operator": "Equal", "value": "v",
+                                "effect": "NoExecute", "tolerationSeconds": 5}],
+        "spreadConstraints": [{"spreadByField": "cluster", "minGroups": 1, "maxGroups": 2},
+                              {"spreadByLabel": "rack", "minGroups": 1}],
+        "replicaScheduling": {"replicaSchedulingType": "Divided",
+                              "replicaDivisionPreference": "Weighted",
+                              "weightPreference": {"dynamicWeight": "AvailableReplicas",
+                                                   "staticWeightList": [
+                                                       {"targetCluster": {"clusterNames": ["a"]},
+                                                        "weight": 1}]}},
+        "workloadAffinity": {"affinity": {"groupByLabelKey": "g"},
+                             "antiAffinity": {"groupByLabelKey": "h"}}}
+    assert fo.not_understood(placement) is None
+    terms = {"clusterAffinities": [{"affinityName": "a", "clusterNames": ["a"],
+                                    "overflowAffinities": [{"affinityName": "b",
+                                                            "clusterNames": ["b"]}]}]}
+    assert fo.not_understood(terms) is None
+    assert fo.PLACEMENT_FIELDS == {"clusterAffinity", "clusterAffinities", "clusterTolerations",
+                                   "spreadConstraints", "replicaScheduling", "workloadAffinity"}
+
+
+def test_drain_refuses_what_it_cannot_evaluate_unless_forced(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    rb = placed({"futureField": {"x": 1}})
+    api = FakeApi(CLUSTERS, [rb])
+    assert run_fake(monkeypatch, api, ["drain", "lab-a"]) == 2
+    err = capsys.readouterr().err
+    assert ("cannot tell where 1 workload(s) would go: ns/deployment/web (on lab-a): placement "
+            "field spec.placement.futureField is not understood") in err
+    assert "Use --force to drain anyway" in err and api.patches == []
+    assert run_fake(monkeypatch, api, ["drain", "lab-a", "--dry-run"]) == 2
+
+    def patch(path: str, body: dict, what: str = "") -> dict:
+        api.patches.append((path, body))
+        rb["spec"]["clusters"] = [{"name": "lab-b"}]
+        return {}
+
+    api.merge_patch = patch  # type: ignore[method-assign]
+    assert run_fake(monkeypatch, api, ["drain", "lab-a", "--force", "--timeout", "5"]) == 0
+    out, err = capsys.readouterr()
+    assert "cannot tell where ns/deployment/web (on lab-a) would go" in out
+    assert "draining anyway (--force)" in out and len(api.patches) == 1
+    assert "undo: 'failover uncordon lab-a'" in err
+
+
+def test_drain_refusal_says_why(monkeypatch: pytest.MonkeyPatch,
+                                capsys: pytest.CaptureFixture) -> None:
+    api = FakeApi(REGIONS, [placed({"spreadConstraints": [
+        {"spreadByField": "cluster", "minGroups": 1},
+        {"spreadByField": "region", "minGroups": 2}]})])
+    assert run_fake(monkeypatch, api, ["drain", "lab-a"]) == 2
+    err = capsys.readouterr().err
+    assert "refusing to drain lab-a" in err and "ns/deployment/web (on lab-a):" in err
+    assert "need at least 2 regions (minGroups 2); the clusters that fit give 1 (eu)" in err
+    assert api.patches == []
+
+
+# --- switch: placement guards, member checks, undo ---------------------------------------------
+
+PP_PATH = karmada.policy_path("PropagationPolicy", "ns", "pp")
+
+
+def pp(placement: dict, annotations: dict | None = None) -> dict:
+    return {"metadata": {"resourceVersion": "3", "annotations": annotations or {}},
+            "spec": {"placement": placement}}
+
+
+@pytest.mark.parametrize("placement, clusters, expected", [
+    ({"spreadConstraints": [{"spreadByField": "cluster"},
+                            {"spreadByField": "region", "minGroups": 2}]},
+     [cluster("lab-a", region="eu"), cluster("lab-c", region="us")],
+     "need at least 2 regions"),
+    ({"spreadConstraints": [{"spreadByField": "cluster"}, {"spreadByField": "zone"}]},
+     [cluster("lab-a"), cluster("lab-c")], "lab-c: no spec.zones (spreadByField zone)"),
+    ({}, [cluster("lab-a"), {**cluster("lab-c"), "status": {
+        **cluster("lab-c")["status"], "apiEnablements": []}}],
+     "does not list apps/v1 Deployment among its APIs"),
+])
+def test_switch_refuses_what_karmada_would_not_schedule(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, placement: dict,
+        clusters: list, expected: str) -> None:
+    api = FakeApi(clusters, [placed(placement)], {PP_PATH: pp(placement)})
+    assert run_fake(monkeypatch, api, ["switch", "ns/deployment/web", "--to", "lab-c"]) == 2
+    err = capsys.readouterr().err
+    assert "refusing to switch ns/deployment/web" in err and expected in err
+    assert "nothing changed" in err and api.patches == []
+
+
+def test_switch_refuses_anti_affinity_and_unknown_fields(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    db = binding("ns", "Deployment", "db", [("lab-c", 0)], policy="other")
+    db["spec"]["workloadAffinityGroups"] = {"antiAffinityGroup": "g"}
+    placement = {"workloadAffinity": {"antiAffinity": {"groupByLabelKey": "app"}}}
+    api = FakeApi(CLUSTERS, [placed(placement, workloadAffinityGroups={"antiAffinityGroup": "g"}),
+                             db], {PP_PATH: pp(placement)})
+    assert run_fake(monkeypatch, api, ["switch", "ns/deployment/web", "--to", "lab-c"]) == 2
+    assert "workloadAntiAffinity group g: ns/deployment/db runs there" in capsys.readouterr().err
+    placement = {"futureField": 1}
+    api = FakeApi(CLUSTERS, [placed(placement)], {PP_PATH: pp(placement)})
+    assert run_fake(monkeypatch, api, ["switch", "ns/deployment/web", "--to", "lab-c"]) == 2
+    err = capsys.readouterr().err
+    assert "placement field spec.placement.futureField of PropagationPolicy ns/pp is not " \
+           "understood" in err and "--force" in err and api.patches == []
+
+
+class FakeMember:
+    """A member cluster's API whose GET fails with ``error`` (or answers ``answer``)."""
+
+    name = "lab-c"
+
+    def __init__(self, error: BaseException | None = None, answer: Any = None) -> None:
+        self.error, self.answer = error, answer
+
+    def get(self, path: str, what: str | None = None, *, missing_ok: bool = False) -> Any:
+        if self.error is not None:
+            raise self.error
+        return self.answer
+
+
+def switched_api() -> tuple[FakeApi, dict]:
+    policy = pp({"clusterAffinity": {"clusterNames": ["lab-a", "lab-b"]}})
+    rb = binding("ns", "Deployment", "web", [("lab-a", 0)])
+    api = FakeApi(CLUSTERS, [rb], {PP_PATH: policy})
+
+    def patch(path: str, body: dict, what: str = "") -> dict:
+        api.patches.append((path, body))
+        rb["spec"]["clusters"] = [{"name": "lab-c"}]
+        rb["status"]["aggregatedStatus"] = [{"clusterName": "lab-c", "applied": True,
+                                             "health": "Healthy"}]
+        return {}
+
+    api.merge_patch = patch  # type: ignore[method-assign]
+    return api, policy
+
+
+@pytest.mark.parametrize("member, expected", [
+    (FakeMember(urllib3.exceptions.MaxRetryError(None, "/", urllib3.exceptions.NewConnectionError(
+        None, "Failed to establish a new connection: [Errno 111] Connection refused"))),
+     "unreachable: connection refused"),
+    (FakeMember(karmada.KarmadaError("get deployment", 403, 'deployments.apps "web" is '
+                                     "forbidden")), "forbidden"),
+    (FakeMember(karmada.KarmadaError("get deployment", 401, "Unauthorized")),
+     "credentials of context 'lab-c' were rejected"),
+    (FakeMember(answer="<html>proxy error</html>"), "not Kubernetes JSON"),
+])
+def test_switch_member_unreachable_or_forbidden_exits_3(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, member: FakeMember,
+        expected: str) -> None:
+    api, _ = switched_api()
+    monkeypatch.setattr(fo.Session, "member_api", lambda self, c: member)
+    code = run_fake(monkeypatch, api, ["switch", "ns/deployment/web", "--to", "lab-c",
+                                       "--timeout", "5"])
+    err = capsys.readouterr().err
+    assert code == 3, err
+    assert ("ns/deployment/web is applied and Healthy on lab-c as Karmada reports it, but "
+            "member lab-c (context lab-c) could not be checked") in err
+    assert expected in err
+    # what is left, and how to undo it
+    assert "state: PropagationPolicy ns/pp now places ns/deployment/web on lab-c only" in err
+    assert "'failover restore ns/deployment/web'" in err
+    assert "Traceback" not in err
+
+
+def test_switch_member_context_unusable_exits_3(monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture,
+                                                 tmp_path: Path) -> None:
+    from fleetcheck import kubeconfig as kubeconfig_mod
+
+    path = kubeconfig(tmp_path, server="https://lab-c.invalid:6443")
+    kc = kubeconfig_mod.load([path])
+
+    def broken(kc: Any, name: str, args: argparse.Namespace) -> Any:
+        raise fo.FailoverError(f"context {name!r}: cannot build a client from the kubeconfig")
+
+    monkeypatch.setattr(fo, "_client", broken)
+    session = fo.Session(kc=kc, context="karmada", api=None,  # type: ignore[arg-type]
+                         args=fo.build_parser().parse_args(["status"]))
+    with pytest.raises(fo.FailoverError) as exc:
+        session.member_api(cluster("lab-c"))
+    assert exc.value.code == 3 and "member lab-c: context 'k'" in str(exc.value)
+
+
+def test_switch_prints_undo_and_restore_undoes_it(monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture) -> None:
+    api, policy = switched_api()
+    monkeypatch.setattr(fo.Session, "member_api", lambda self, c: FakeMember(answer={
+        "metadata": {"generation": 1}, "spec": {"replicas": 1},
+        "status": {"observedGeneration": 1, "availableReplicas": 1}}))
+    assert run_fake(monkeypatch, api, ["switch", "ns/deployment/web", "--to", "lab-c",
+                                       "-o", "json", "--timeout", "5"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["undo"] == "failover restore ns/deployment/web"
+    assert "undo: 'failover restore ns/deployment/web'" in err
+    (_, body), = api.patches
+    # what the policy looks like now (as the API server would merge the patch)
+    policy["metadata"]["annotations"].update(body["metadata"]["annotations"])
+    policy["spec"]["placement"]["clusterAffinity"] = {"clusterNames": ["lab-c"]}
+    assert run_fake(monkeypatch, api, ["restore", "ns/deployment/web", "-o", "json"]) == 0
+    out, err = capsys.readouterr()
+    path, body = api.patches[-1]
+    assert path == PP_PATH and body["metadata"]["resourceVersion"] == "3"
+    assert body["metadata"]["annotations"] == {fo.PREVIOUS_AFFINITY_ANNOTATION: None}
+    assert body["spec"]["placement"]["clusterAffinity"] == {"clusterNames": ["lab-a", "lab-b"]}
+    data = json.loads(out)
+    assert data["restored"] == {"clusterNames": ["lab-a", "lab-b"]}
+    assert data["undo"] == "failover switch ns/deployment/web --to lab-c"
+    assert "undo: 'failover switch ns/deployment/web --to lab-c'" in err
+
+
+def test_restore_without_a_switch_refuses(monkeypatch: pytest.MonkeyPatch,
+                                          capsys: pytest.CaptureFixture) -> None:
+    api = FakeApi(CLUSTERS, [binding("ns", "Deployment", "web", [("lab-a", 0)])],
+                  {PP_PATH: pp({})})
+    assert run_fake(monkeypatch, api, ["restore", "ns/deployment/web"]) == 2
+    assert "nothing to restore" in capsys.readouterr().err and api.patches == []
+
+
+def test_merge_replacement_nulls_what_is_gone() -> None:
+    current = {"clusterNames": ["c"], "labelSelector": {"matchLabels": {"a": "1", "b": "2"}}}
+    new = {"labelSelector": {"matchLabels": {"a": "1"}}, "exclude": ["x"]}
+    assert fo.merge_replacement(current, new) == {
+        "clusterNames": None, "labelSelector": {"matchLabels": {"a": "1", "b": None}},
+        "exclude": ["x"]}
+
+
+# --- API failures: never exit 0, never a traceback ----------------------------------------------
+
+class FailingApi(FakeApi):
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(CLUSTERS, [binding("ns", "Deployment", "web", [("lab-a", 0)])])
+        self.error = error
+
+    def items(self, path: str, what: str | None = None, selector: str | None = None) -> list:
+        raise self.error
+
+
+TLS_ERROR = ApiException(status=0, reason="SSLError\n[SSL: CERTIFICATE_VERIFY_FAILED] "
+                                          "certificate verify failed")
+
+
+@pytest.mark.parametrize("verb", [["status"], ["drain", "lab-a"], ["uncordon", "lab-a"],
+                                  ["switch", "ns/deployment/web", "--to", "lab-b"],
+                                  ["restore", "ns/deployment/web"]])
+@pytest.mark.parametrize("error, expected", [
+    (TLS_ERROR, "TLS handshake/verification failed"),
+    (karmada.KarmadaError("list member Clusters", 403, "clusters.cluster.karmada.io is "
+                          "forbidden"), "forbidden: the identity of context 'karmada'"),
+    (karmada.KarmadaError("list ResourceBindings", 403, "forbidden", method="GET",
+                          path=f"{karmada.BINDINGS_VERSION}/resourcebindings",
+                          context="karmada"),
+     ("the identity of context karmada is not permitted to list resourcebindings in API "
+      'group "work.karmada.io" cluster-wide')),
+    (urllib3.exceptions.ReadTimeoutError(None, "/", "read timed out"),
+     "did not answer in time"),
+])
+def test_every_verb_reports_api_failures(monkeypatch: pytest.MonkeyPatch,
+                                         capsys: pytest.CaptureFixture, verb: list,
+                                         error: BaseException, expected: str) -> None:
+    code = run_fake(monkeypatch, FailingApi(error), verb)
+    err = capsys.readouterr().err
+    assert code == 3, err
+    assert f"failover {verb[0]}: error: Karmada API (context karmada): " in err
+    assert expected in err and "state: nothing was changed" in err
+
+
+def test_a_change_without_an_answer_may_have_been_made(monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture) -> None:
+    api = FakeApi(CLUSTERS, [binding("ns", "Deployment", "web", [("lab-a", 0)])])
+
+    def timeout(path: str, body: dict, what: str = "") -> dict:
+        raise urllib3.exceptions.ReadTimeoutError(None, path, "read timed out")
+
+    api.merge_patch = timeout  # type: ignore[method-assign]
+    assert run_fake(monkeypatch, api, ["drain", "lab-a"]) == 3
+    err = capsys.readouterr().err
+    assert "lab-a may or may not be cordoned and drained now" in err
+    assert "'failover uncordon lab-a' removes them" in err
+
+    def conflict(path: str, body: dict, what: str = "") -> dict:
+        raise karmada.KarmadaError(what, 409, "the object has been modified")
+
+    api.merge_patch = conflict  # type: ignore[method-assign]
+    assert run_fake(monkeypatch, api, ["drain", "lab-a"]) == 3
+    assert "state: nothing was changed" in capsys.readouterr().err
+
+
+def test_uncordon_prints_undo_and_changes_nothing_when_not_drained(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    api = FakeApi([cluster("lab-a", taints=list(fo.DRAIN_TAINTS)), cluster("lab-b")], [])
+    assert run_fake(monkeypatch, api, ["uncordon", "lab-a"]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("uncordoned lab-a") and "undo: 'failover drain lab-a'" in err
+    assert len(api.patches) == 1
+    assert run_fake(monkeypatch, api, ["uncordon", "lab-b"]) == 0
+    assert "nothing to remove, nothing changed" in capsys.readouterr().out
+    assert len(api.patches) == 1
+
+
+def test_connect_refuses_an_answer_that_is_not_kubernetes(monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture,
+                                                          tmp_path: Path) -> None:
+    monkeypatch.setattr(karmada, "request", lambda *a, **k: (200, "<html>login</html>"))
+    assert fo.main(["status", "--kubeconfig", str(kubeconfig(tmp_path))]) == 3
+    err = capsys.readouterr().err
+    assert "not a Kubernetes API server" in err and "Traceback" not in err
+    monkeypatch.setattr(karmada, "request", lambda *a, **k: (403, {"message": "forbidden"}))
+    assert fo.main(["status", "--kubeconfig", str(kubeconfig(tmp_path))]) == 3
+    assert "forbidden: the identity of context 'k'" in capsys.readouterr().err
+    monkeypatch.setattr(karmada, "request", lambda *a, **k: (_ for _ in ()).throw(TLS_ERROR))
+    assert fo.main(["status", "--kubeconfig", str(kubeconfig(tmp_path))]) == 3
+    assert "TLS handshake/verification failed" in capsys.readouterr().err

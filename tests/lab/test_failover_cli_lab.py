@@ -2,9 +2,10 @@
 
 A scratch namespace with one Deployment and a PropagationPolicy (clusterAffinity lab-a, lab-b;
 spread over exactly one cluster) is created in Karmada; the tests run in file order on it.
-Everything is removed at the end: the namespace in Karmada (Karmada removes it from the members)
-and every taint the tests or the CLI put on a Cluster.  Run the lab tests under
-``flock /tmp/fclab.lock`` (drain taints a whole member cluster).
+The last test restores the switch and switches again with a member context whose token the
+member rejects.  Everything is removed at the end: the namespace in Karmada (Karmada removes
+it from the members) and every taint the tests or the CLI put on a Cluster.  Run the lab tests
+under ``flock /tmp/fclab.lock`` (drain taints a whole member cluster).
 """
 
 from __future__ import annotations
@@ -311,3 +312,45 @@ def test_switch_to_lab_c(scratch: dict) -> None:
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["available"] is True
     assert "already places" in proc.stderr
+
+
+def test_restore_then_switch_with_a_member_it_cannot_check(scratch: dict,
+                                                           tmp_path: Path) -> None:
+    """``restore`` undoes the switch above; a switch whose member cannot be checked (its
+    context presents a token the member rejects: HTTP 401) exits 3, says what is left and how
+    to undo it, never 0."""
+    api, ns, workload = scratch["api"], scratch["ns"], scratch["workload"]
+    assert healthy_on(api, ns) == "lab-c"
+    proc = failover("restore", workload)
+    assert proc.returncode == 0, proc.stderr
+    assert f"undo: 'failover switch {workload} --to lab-c'" in proc.stderr
+    pp = api.get(karmada.policy_path("PropagationPolicy", ns, NAME))
+    assert pp["spec"]["placement"]["clusterAffinity"] == {"clusterNames": ["lab-a", "lab-b"]}
+    assert fo.PREVIOUS_AFFINITY_ANNOTATION not in (pp["metadata"].get("annotations") or {})
+    wait("the workload back on lab-a or lab-b",
+         lambda: healthy_on(api, ns) in ("lab-a", "lab-b"), 120)
+
+    # first file wins per entry: this lab-c context (the lab's lab-c cluster entry, a user
+    # with a made-up token) shadows the lab kubeconfig's
+    bogus_token = f"fleetcheck-not-a-token-{uuid.uuid4().hex}"
+    lab_c = kubeconfig_mod.load([Path(KUBECONFIG)]).contexts["lab-c"]["cluster"]
+    bogus = tmp_path / "kubeconfig"
+    bogus.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "clusters": [],
+        "users": [{"name": "fleetcheck-bogus", "user": {"token": bogus_token}}],
+        "contexts": [{"name": "lab-c", "context": {"cluster": lab_c,
+                                                   "user": "fleetcheck-bogus"}}]}))
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "failover"), "switch",
+                           workload, "--to", "lab-c", "--timeout", "150", "--kubeconfig",
+                           str(bogus), "--kubeconfig", str(KUBECONFIG), "--context", CONTEXT],
+                          capture_output=True, text=True, timeout=240, check=False)
+    print(f"$ failover switch {workload} --to lab-c (lab-c's token rejected) -> "
+          f"{proc.returncode}\n{proc.stdout}{proc.stderr}")
+    assert proc.returncode == 3, proc.stderr
+    assert (f"{workload} is applied and Healthy on lab-c as Karmada reports it, but member "
+            "lab-c (context lab-c) could not be checked") in proc.stderr
+    assert "401" in proc.stderr
+    assert f"now places {workload} on lab-c only" in proc.stderr
+    assert f"'failover restore {workload}'" in proc.stderr
+    assert bogus_token not in proc.stdout + proc.stderr
+    assert karmada.placed_clusters(rb(api, ns)) == ["lab-c"]  # the change stays, as said
