@@ -94,7 +94,9 @@ def exec_in(context: str, namespace: str, pod_name: str, *argv: str,
                    check=False, timeout=timeout)
 
 
-def wait_for(what: str, probe, timeout: float = 60, interval: float = 1.0):
+def wait_for(what: str, probe, timeout: float = 60, interval: float = 1.0, why=None):
+    """``probe()``'s first true value within ``timeout``; else fail, with ``why()`` (e.g. the
+    tail of a log) when given."""
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
@@ -102,7 +104,8 @@ def wait_for(what: str, probe, timeout: float = 60, interval: float = 1.0):
         if last:
             return last
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}"
+                         + (f"\n{why()}" if why is not None else ""))
 
 
 def lab_healthy(timeout: float = 120, interval: float = 1.0) -> None:

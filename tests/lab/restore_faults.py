@@ -85,3 +85,4 @@ def janitor(kubeconfig: Path, contexts: str, *args: str) -> subprocess.Completed
                            f"--kubeconfig={kubeconfig}", f"--contexts={contexts}", *args],
                           capture_output=True, text=True, timeout=120, check=False,
                           cwd=fclab.REPO)
+

@@ -18,6 +18,7 @@ import labkit
 import pytest
 import yaml
 from fleetcheck.fedfailover import CHECK_TAINTS, DRAIN_TAINT
+from labkit import wait_for
 from restore_faults import FaultProxy, background_run, janitor, kill9
 
 pytestmark = pytest.mark.full_lab
@@ -71,16 +72,6 @@ def untaint_all():
                            cluster["metadata"]["name"], "--type=merge",
                            "-p", json.dumps({"spec": {"taints": keep}}), check=False)
     assert not any(_taints().values())
-
-
-def _wait(probe, timeout: float, why=lambda: ""):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = probe()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout}s: {why()}")
 
 
 def _run_with_fault(lab_kubeconfig: Path, tmp_path: Path, tag: str, seconds: float | None,
@@ -170,8 +161,8 @@ def test_sigkill_mid_drain_janitor_removes_the_taints_once_the_heartbeat_is_stal
     try:
         from fleetcheck.fedfailover import CORDON_TAINT
 
-        member = _wait(lambda: _tainted_by(run_id, CORDON_TAINT), 300,
-                       lambda: log.read_text()[-3000:])
+        member = wait_for("the run's cordon taint", lambda: _tainted_by(run_id, CORDON_TAINT),
+                          300, 0.5, why=lambda: log.read_text()[-3000:])
     finally:
         kill9(proc)
     killed_at = time.monotonic()
@@ -181,8 +172,8 @@ def test_sigkill_mid_drain_janitor_removes_the_taints_once_the_heartbeat_is_stal
         return out if f"removed taint {CORDON_TAINT}={run_id}:NoSchedule from Cluster " \
                       f"{member}" in out else None
 
-    out = _wait(swept, 90, lambda: janitor(lab_kubeconfig, "karmada", "--all-expired",
-                                           "--dry-run").stdout)
+    out = wait_for("the janitor to remove the taint", swept, 90, 1.0, why=lambda: janitor(
+        lab_kubeconfig, "karmada", "--all-expired", "--dry-run").stdout)
     assert time.monotonic() - killed_at < 75, out  # not the namespaces' 1 h expiry
     assert not _taints()[member]
 

@@ -19,7 +19,7 @@ import fclab
 import pytest
 import yaml
 from fleetcheck.nodedrain import CORDONED_BY
-from labkit import KUBECTL, kubectl
+from labkit import KUBECTL, kubectl, wait_for
 from restore_faults import FaultProxy, background_run, janitor, kill9
 
 SUITE = "suites/test_failover.py"
@@ -149,8 +149,8 @@ def test_sigkill_mid_drain_janitor_undoes_it_once_the_heartbeat_is_stale(
     proc = background_run(_args(lab_kubeconfig, report, run_id, _expectations(
         tmp_path, node_drain_baseline_s=60)), log)
     try:
-        node = fclab_wait(lambda: _cordoned_by(lab_kubeconfig, run_id), 300,
-                          lambda: log.read_text()[-3000:])
+        node = wait_for("the run's cordon", lambda: _cordoned_by(lab_kubeconfig, run_id), 300,
+                        0.5, why=lambda: log.read_text()[-3000:])
     finally:
         kill9(proc)
     killed_at = time.monotonic()
@@ -167,24 +167,14 @@ def test_sigkill_mid_drain_janitor_undoes_it_once_the_heartbeat_is_stale(
         out = janitor(lab_kubeconfig, "lab-c", "--all-expired").stdout
         return out if f"uncordoned node {node} (run {run_id})" in out else None
 
-    out = fclab_wait(swept, 90, lambda: janitor(lab_kubeconfig, "lab-c", "--all-expired",
-                                                "--dry-run").stdout)
+    out = wait_for("the janitor to uncordon", swept, 90, 1.0, why=lambda: janitor(
+        lab_kubeconfig, "lab-c", "--all-expired", "--dry-run").stdout)
     assert time.monotonic() - killed_at < 75  # well before the namespaces' 1 h expiry
     assert re.search(rf"deleted fleetcheck-{run_id} \(run {run_id}, dead: heartbeat stale\)",
                      out) or f"fleetcheck-{run_id} is already being deleted" in out, out
     nodes = _nodes(lab_kubeconfig)
     assert nodes[node] == (False, None)
     assert nodes[other] == (True, None), "the operator's cordon was touched"
-
-
-def fclab_wait(probe, timeout: float, why=lambda: ""):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = probe()
-        if value:
-            return value
-        time.sleep(1)
-    raise AssertionError(f"timed out after {timeout}s: {why()}")
 
 
 def test_two_runs_never_drain_one_cluster_at_once(lab_kubeconfig: Path, tmp_path: Path,
@@ -194,8 +184,9 @@ def test_two_runs_never_drain_one_cluster_at_once(lab_kubeconfig: Path, tmp_path
     first = background_run(_args(lab_kubeconfig, tmp_path / "report-first", first_id,
                                  _expectations(tmp_path, node_drain_baseline_s=25)), log)
     try:
-        fclab_wait(lambda: _cordoned_by(lab_kubeconfig, first_id) or
-                   _lock_holder(lab_kubeconfig) == first_id, 300, lambda: log.read_text()[-3000:])
+        wait_for("the first run's lock", lambda: _cordoned_by(lab_kubeconfig, first_id) or
+                 _lock_holder(lab_kubeconfig) == first_id, 300, 0.5,
+                 why=lambda: log.read_text()[-3000:])
         second_id = f"fc-restore-second-{secrets.token_hex(3)}"
         second = fclab.run(_args(lab_kubeconfig, tmp_path / "report-second", second_id,
                                  _expectations(tmp_path), "--lock-wait=3"), cwd=fclab.REPO,
