@@ -4,9 +4,11 @@ installed) has a recent, complete backup.  Expectations: section ``backup`` (see
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import secrets
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -21,6 +23,7 @@ from fleetcheck.expectations import check_applies
 from fleetcheck.fleet import FleetRun
 from fleetcheck.probes import ProbeSet
 from fleetcheck.progress import waiting
+from fleetcheck.verdicts import refused
 
 #: the fixtures backup_workspace and backup_settings
 pytest_plugins = ["fleetcheck.backup.suite"]
@@ -146,6 +149,16 @@ def test_integrity(target: Target, probes: ProbeSet, check: CheckInfo, evidence:
                       "cluster at backup time: " + "; ".join(unmeasured))
 
 
+@contextlib.contextmanager
+def _api_failure_is_unknown(what: str) -> Iterator[None]:
+    """A request the API server refused or failed (:class:`BackupError`) measured nothing:
+    the check is ``unknown``, saying ``what`` could not be done and the server's answer."""
+    try:
+        yield
+    except BackupError as exc:
+        raise Unknown(f"{what}: {exc}") from None
+
+
 def _roundtrip_peer(fleet: FleetRun, target: Target) -> Target | None:
     """The next selected context after ``target`` (cyclic) on another cluster, reachable,
     and one the round trip applies to (expectations ``checks``)."""
@@ -195,8 +208,10 @@ def test_restore_roundtrip(target: Target, fleet: FleetRun, check: CheckInfo,
         selection = export_mod.Selection(kinds=ROUNDTRIP_KINDS, namespaces=[source_ns])
         path = backup_workspace.path(f"{kit._safe(target.name)}-roundtrip-{suffix}.tar.gz")
         start = time.monotonic()
-        export_mod.backup([kit.source_of(target)], path, selection, codec,
-                          signer=backup_workspace.signer)
+        with _api_failure_is_unknown(f"cannot back up the sample namespace {source_ns} of "
+                                     f"{target.name}"):
+            export_mod.backup([kit.source_of(target)], path, selection, codec,
+                              signer=backup_workspace.signer)
         report = archive_mod.load_verified(path, trust=backup_workspace.trust)
         archived = kit.archived_namespace_objects(report, target.name, source_ns)
         rows = []
@@ -204,8 +219,10 @@ def test_restore_roundtrip(target: Target, fleet: FleetRun, check: CheckInfo,
         missing = kit.missing_from_archive(objects, archived)
         if missing:
             problems.append(f"not in the archive: {', '.join(missing)}")
-        diffs = kit.compare_namespace(target.api_client, target.name, source_ns, archived,
-                                      source_ns, codec, ROUNDTRIP_KINDS, timeout)
+        with _api_failure_is_unknown(f"cannot read the sample namespace {source_ns} of "
+                                     f"{target.name} back"):
+            diffs = kit.compare_namespace(target.api_client, target.name, source_ns, archived,
+                                          source_ns, codec, ROUNDTRIP_KINDS, timeout)
         rows.append((f"{target.name}:{source_ns}", "(original vs archive)", len(diffs)))
         problems += [f"original {d}" for d in diffs]
         destinations = [(target, copy_ns)] + ([(peer, source_ns)] if peer else [])
@@ -217,6 +234,8 @@ def test_restore_roundtrip(target: Target, fleet: FleetRun, check: CheckInfo,
                                              namespace=source_ns, into=dest_ns,
                                              source_context=target.name, codec=codec,
                                              apply=True, timeout=timeout)
+            if result.error and refused(result.status, result.error):
+                raise Unknown(f"restore into {dest.name}:{dest_ns} was refused: {result.error}")
             if result.error or result.skipped_secrets:
                 failure = (f"restore into {dest.name}:{dest_ns} failed: "
                            f"{result.error or 'secrets skipped'}")
@@ -229,7 +248,8 @@ def test_restore_roundtrip(target: Target, fleet: FleetRun, check: CheckInfo,
                 f"{dest.name}:{dest_ns}: {d}" for d in diffs]
 
         # both copies at once (they are independent); reported in order
-        with ThreadPoolExecutor(max_workers=len(destinations)) as pool:
+        with ThreadPoolExecutor(max_workers=len(destinations)) as pool, \
+                _api_failure_is_unknown("cannot restore the sample namespace"):
             futures = [pool.submit(restore_into, d, n) for d, n in destinations]
             outcomes = [f.result() for f in futures]
         for (dest, dest_ns), (rendered, row, dest_problems) in zip(destinations, outcomes,
@@ -261,7 +281,11 @@ def test_velero(target: Target, check: CheckInfo, evidence: Evidence,
     """Where Velero is installed: the newest Backup is Completed (not PartiallyFailed) and
     younger than ``rpo_hours``, and its BackupStorageLocation (or the default one) is
     Available.  Skipped where Velero's CRDs are absent."""
-    state = kit.velero_state(target.api_client, backup_settings.velero_namespace, target.timeout)
+    try:
+        state = kit.velero_state(target.api_client, backup_settings.velero_namespace,
+                                 target.timeout, context=target.name)
+    except BackupError as exc:  # (a refusal is Unknown already, naming the permission)
+        raise Unknown(f"Velero on {target.name} could not be inspected: {exc}") from None
     if not state.installed:
         pytest.skip(state.reason)
     problems: list[str] = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import time
 
@@ -10,6 +11,7 @@ import urllib3
 from fleetcheck import CheckInfo, Evidence, Pair, Target, Unknown, leases, netprobe, workloads
 from fleetcheck.netprobe import HttpResult
 from fleetcheck.preflight import describe_error, raw_get
+from fleetcheck.verdicts import forbidden_unknown, refused
 from kubernetes.client.exceptions import ApiException
 
 
@@ -87,10 +89,14 @@ def test_version_skew(target: Target, fleet, check: CheckInfo, evidence: Evidenc
 
 def _forbidden_is_unknown(target: Target, path: str, status: int, body: str) -> None:
     """HTTP 401/403: the identity may not read ``path``, so readiness was not measured."""
-    if status in (401, 403):
-        raise Unknown(f"GET {path} answered HTTP {status}: identity "
-                      f"{target.username or target.user_name!r} may not read it, so the "
-                      f"server's readiness was not measured ({body.strip()[:200]!r})")
+    if refused(status, body):
+        try:
+            message = str(json.loads(body).get("message") or "")
+        except (ValueError, AttributeError):
+            message = body.strip()[:200]
+        unknown = forbidden_unknown(None, "get", path.split("?", 1)[0], context=target.name,
+                                    status=status, message=message)
+        raise Unknown(f"the server's readiness was not measured: {unknown}")
 
 
 def parse_version(text: str) -> tuple[int, int, int]:
@@ -106,7 +112,10 @@ def parse_version(text: str) -> tuple[int, int, int]:
 def test_nodes_ready(target: Target, check: CheckInfo, evidence: Evidence,
                      expectations: dict) -> None:
     """Every node reports Ready; the report gives ready/total."""
-    nodes = target.core().list_node().items
+    try:
+        nodes = target.core().list_node().items
+    except ApiException as exc:
+        raise forbidden_unknown(exc, "list", "nodes", context=target.name) from None
     rows, not_ready = [], []
     for node in nodes:
         cond = {c.type: c for c in node.status.conditions or []}.get("Ready")
@@ -243,6 +252,9 @@ def test_pod_to_service(target: Target, probes, check: CheckInfo, evidence: Evid
         try:
             obj = target.core().read_namespaced_service(name, ns)
         except ApiException as exc:
+            if exc.status != 404:  # a refusal or a failure: nothing measured about the service
+                raise forbidden_unknown(exc, "get", "services", namespace=ns,
+                                        context=target.name) from None
             failures.append(f"{ns}/{name}: cannot read the service (HTTP {exc.status})")
             rows.append([f"{ns}/{name}", port, "-", "-", f"HTTP {exc.status}"])
             continue
@@ -264,7 +276,11 @@ def test_pod_to_service(target: Target, probes, check: CheckInfo, evidence: Evid
 def test_pod_to_apiserver(target: Target, probes, check: CheckInfo, expectations: dict) -> None:
     """A probe pod reaches the API server through the ``kubernetes.default`` service
     (ClusterIP from the API, port 443; any HTTP answer proves the path)."""
-    svc = target.core().read_namespaced_service("kubernetes", "default")
+    try:
+        svc = target.core().read_namespaced_service("kubernetes", "default")
+    except ApiException as exc:
+        raise forbidden_unknown(exc, "get", "services", namespace="default",
+                                context=target.name) from None
     ip, port = svc.spec.cluster_ip, svc.spec.ports[0].port
     timeout = float(expectations["connectivity"]["tcp_timeout_s"])
     result = netprobe.http_get(probes.curl, f"https://{ip}:{port}/readyz", timeout,

@@ -6,8 +6,9 @@ import re
 import time
 
 import pytest
-from fleetcheck import CheckInfo, Evidence, Pair, Target, Unknown, netprobe, workloads
+from fleetcheck import CheckInfo, Evidence, Pair, Target, netprobe, workloads
 from fleetcheck.netprobe import DnsAnswer
+from fleetcheck.verdicts import forbidden_unknown
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
@@ -65,11 +66,16 @@ def test_coredns(target: Target, probes, check: CheckInfo, evidence: Evidence,
     try:
         deployments = apps.list_namespaced_deployment("kube-system",
                                                       label_selector=DNS_LABEL).items
+    except ApiException as exc:
+        raise forbidden_unknown(exc, "list", "deployments", group="apps",
+                                namespace="kube-system", context=target.name) from None
+    try:
         service = target.core().read_namespaced_service("kube-dns", "kube-system")
     except ApiException as exc:
         if exc.status == 404:
             check.fail(expected="a kube-dns service in kube-system", observed="none")
-        raise Unknown(f"cannot read cluster DNS objects: HTTP {exc.status}") from None
+        raise forbidden_unknown(exc, "get", "services", namespace="kube-system",
+                                context=target.name) from None
     ready_eps = workloads.ready_endpoint_ips(probes, "kube-dns", "kube-system")
     rows = [[d.metadata.name, d.spec.replicas, d.status.ready_replicas or 0] for d in deployments]
     evidence.table("cluster DNS deployments", ["deployment", "desired", "ready"], rows)
@@ -88,7 +94,8 @@ def test_coredns(target: Target, probes, check: CheckInfo, evidence: Evidence,
             "Corefile", "")
     except ApiException as exc:
         if exc.status != 404:
-            raise Unknown(f"cannot read the CoreDNS ConfigMap: HTTP {exc.status}") from None
+            raise forbidden_unknown(exc, "get", "configmaps", namespace="kube-system",
+                                    context=target.name) from None
         corefile = None
     if corefile is not None:
         evidence.text("Corefile", corefile)
@@ -139,7 +146,11 @@ def test_in_cluster(target: Target, probes, check: CheckInfo, evidence: Evidence
     name gives NXDOMAIN (a timeout is a DNS failure, not an NXDOMAIN)."""
     domain = expectations["dns"]["cluster_domain"]
     server = workloads.echo(probes)
-    api_ip = target.core().read_namespaced_service("kubernetes", "default").spec.cluster_ip
+    try:
+        api_ip = target.core().read_namespaced_service("kubernetes", "default").spec.cluster_ip
+    except ApiException as exc:
+        raise forbidden_unknown(exc, "get", "services", namespace="default",
+                                context=target.name) from None
     headless_truth = sorted(workloads.ready_endpoint_ips(probes, server.headless,
                                                          server.namespace))
     cases = [

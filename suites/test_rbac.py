@@ -24,6 +24,7 @@ from fleetcheck.rbac import certs as certs_mod
 from fleetcheck.rbac import risky as risky_mod
 from fleetcheck.rbac import tokens as tokens_mod
 from fleetcheck.rbac.access import Access
+from fleetcheck.verdicts import forbidden_unknown
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
@@ -164,14 +165,19 @@ def test_namespace_access(target: Target, fleet: FleetRun, check: CheckInfo, evi
     list pods, create pods, get secrets there; a matrix.  Listing pods must be allowed in
     ``rbac.namespaces`` globs and denied in ``rbac.forbidden_namespaces`` globs (``namespaces``
     wins where both match).  Skipped, with the matrix recorded, when the expectations give
-    neither."""
+    neither; ``unknown`` when a glob needs the namespace list and no selected context of the
+    cluster may list namespaces."""
     rbac = expectations["rbac"]
     allowed_globs = list(rbac.get("namespaces") or [])
     forbidden_globs = list(rbac.get("forbidden_namespaces") or [])
     reader = api.first_capable(fleet, target, api.LIST_NAMESPACES)
     named = [g for g in allowed_globs + forbidden_globs if not any(c in g for c in "*?[")]
     if reader is not None:
-        existing = api.list_namespaces(reader.api_client, reader.timeout)
+        try:
+            existing = api.list_namespaces(reader.api_client, reader.timeout)
+        except api.Forbidden as exc:  # its access review said yes, the list said no
+            raise forbidden_unknown(None, "list", "namespaces", context=reader.name, status=403,
+                                    message=exc.server_message) from None
         source = (f"namespaces listed by {reader.name}"
                   + ("" if reader is target else
                      f" (same API server; {target.name} may not list namespaces)"))
@@ -206,6 +212,13 @@ def test_namespace_access(target: Target, fleet: FleetRun, check: CheckInfo, evi
         pytest.skip(f"the expectations give no rbac.namespaces or rbac.forbidden_namespaces "
                     f"for context {target.name}: nothing to compare the matrix with (recorded "
                     "as evidence)")
+    patterns = [g for g in allowed_globs + forbidden_globs if g not in named]
+    if reader is None and patterns and not problems:
+        raise Unknown(f"{_who(target)} ({target.name}) may not list namespaces (cluster-wide) "
+                      f"and no other selected context of {target.server} may, so the namespaces "
+                      f"matching {', '.join(patterns)} are not known and access there was not "
+                      f"measured; check with: kubectl --context {target.name} auth can-i list "
+                      "namespaces")
     check.require(
         not problems,
         expected=(f"{_who(target)} may list pods in namespaces matching "
@@ -242,8 +255,10 @@ def test_risky_bindings(target: Target, fleet: FleetRun, check: CheckInfo, evide
                       f"{target.server} may; the bindings cannot be assessed")
     try:
         objects = api.list_rbac(reader.api_client, reader.timeout)
-    except api.Forbidden as exc:
-        raise Unknown(f"{reader.name}: {exc}") from None
+    except api.Forbidden as exc:  # its access reviews said yes, the list said no
+        raise forbidden_unknown(None, "list", exc.resource, group=exc.group,
+                                context=reader.name, status=403,
+                                message=exc.server_message) from None
     findings = risky_mod.analyse(objects.cluster_roles, objects.roles,
                                  objects.cluster_role_bindings, objects.role_bindings, entries,
                                  trust_bootstrap=trust_bootstrap)
@@ -351,7 +366,7 @@ def _assess_token(target: Target, check: CheckInfo, evidence: Evidence, token: s
     try:
         try:
             who = api.self_subject_review(client, target.timeout)
-        except Unknown as exc:
+        except api.CredentialsRejected as exc:  # any other failure: not measured (unknown)
             who = None
             problems.append(f"the token does not authenticate: {exc}")
         if who is not None:
