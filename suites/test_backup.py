@@ -160,13 +160,15 @@ def _api_failure_is_unknown(what: str) -> Iterator[None]:
 
 
 def _roundtrip_peer(fleet: FleetRun, target: Target) -> Target | None:
-    """The next selected context after ``target`` (cyclic) on another cluster, reachable,
-    and one the round trip applies to (expectations ``checks``)."""
-    names = list(fleet.targets)
-    start = names.index(target.name)
+    """The next workload cluster after ``target``'s (by name, cyclic), through the context
+    that represents it: reachable, not a federation control plane, and one the round trip
+    applies to (expectations ``checks``).  Never chosen by the order of ``--contexts``."""
+    names = sorted({t.cluster_id for t in fleet.targets.values()
+                    if t.federation is None} | {target.cluster_id})
+    start = names.index(target.cluster_id)
     for step in range(1, len(names)):
         peer = fleet.targets[names[(start + step) % len(names)]]
-        if (peer.cluster_id != target.cluster_id and not peer.unreachable
+        if (not peer.unreachable
                 and check_applies(fleet.expectations_for(peer.name), "backup/restore-roundtrip")):
             return peer
     return None
@@ -178,7 +180,8 @@ def test_restore_roundtrip(target: Target, fleet: FleetRun, check: CheckInfo,
                            evidence: Evidence, backup_workspace: kit.BackupWorkspace) -> None:
     """A namespace with a Deployment, Service, ConfigMap, Secret, ServiceAccount, Role and
     RoleBinding is backed up (Secret values encrypted), restored into a scratch namespace of
-    the same cluster and, when several contexts are selected, into the next context, and
+    the same cluster and, when several clusters are selected, into the next workload cluster
+    (by name), and
     compared object by object after normalisation (Secrets by value hash).  The Deployment
     names the run's busybox probe image (``--probe-image busybox=...``) and has 0 replicas:
     objects are compared, no pod is started.  Every sample object

@@ -573,3 +573,28 @@ def test_velero_that_may_not_be_read_is_unknown(refused_path: str) -> None:
                 "auth can-i list backups.velero.io -A")
     assert "(HTTP 403): " in str(raised.value) and str(raised.value).endswith(
         f"check with: kubectl --context lab-a {expected}"), str(raised.value)
+
+
+def test_a_refused_exec_handshake_names_the_permission_not_the_raw_headers() -> None:
+    """The stream helper reports a refused websocket handshake as status 0 with the status
+    line, the headers and the body in one string."""
+    import json as json_mod
+
+    from fleetcheck.probes import handshake_refusal
+    from fleetcheck.verdicts import forbidden_unknown
+    from kubernetes.client.exceptions import ApiException
+
+    body = json_mod.dumps({"kind": "Status", "apiVersion": "v1", "code": 403,
+                           "message": 'pods "probe" is forbidden: User "viewer" cannot create '
+                                      'resource "pods/exec" in API group "" in the namespace '
+                                      '"ns"'}).encode()
+    exc = ApiException(status=0, reason=f"Handshake status 403 Forbidden -+-+- "
+                                        f"{{'audit-id': 'abc'}} -+-+- {body!r}")
+    status, message = handshake_refusal(exc)
+    assert status == 403 and message.startswith('pods "probe" is forbidden')
+    text = forbidden_unknown(None, "create", "pods/exec", namespace="ns", context="lab-a",
+                             status=status, message=message).reason
+    assert "audit-id" not in text
+    assert text.endswith("check with: kubectl --context lab-a auth can-i create pods/exec -n ns")
+    assert handshake_refusal(ApiException(status=0, reason="Handshake status 502 Bad Gateway "
+                                                           "-+-+- {} -+-+- b'<html>'")) == (502, "")
