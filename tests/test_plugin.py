@@ -741,3 +741,34 @@ def test_no_control_character_from_a_cluster_reaches_the_terminal(
     data = results(pytester)
     messages = {c["check_id"]: c["message"] for c in data["checks"]}
     assert HOSTILE in messages["demo/hostile-unknown"]  # faithful; JSON escapes it
+
+
+LOST_CONNECTION = '''
+import pytest
+import urllib3
+
+@pytest.mark.check("adhoc/lost-connection")
+def test_lost(fleet):
+    pool = urllib3.HTTPSConnectionPool("127.0.0.1", 1)
+    raise urllib3.exceptions.MaxRetryError(pool, "/api/v1/nodes", urllib3.exceptions.ProtocolError(
+        "Connection aborted.", ConnectionResetError(104, "Connection reset by peer")))
+
+@pytest.mark.check("adhoc/a-bug")
+def test_bug(fleet):
+    raise KeyError("fleetcheck's own bug")
+'''
+
+
+def test_a_connection_lost_during_a_check_is_unknown_without_a_traceback(
+        pytester: pytest.Pytester, kubeconfig: Path) -> None:
+    """An API server restarting or a proxy resetting mid-check measured nothing: unknown with
+    a sentence; a bug of fleetcheck's (any other exception) keeps its traceback."""
+    pytester.makepyfile(LOST_CONNECTION)
+    run(pytester, f"--kubeconfig={kubeconfig}", "--contexts=lab-a", "--connect-timeout=1")
+    records = {r["check_id"]: r for r in results(pytester)["checks"]}
+    lost = records["adhoc/lost-connection"]
+    assert lost["verdict"] == "unknown"
+    assert "could not be carried out: lost contact with an API server during the check: API " \
+        "server: connection broken: ('Connection aborted.'" in lost["message"], lost["message"]
+    assert "(call error)" not in lost["message"]
+    assert "(call error): KeyError" in records["adhoc/a-bug"]["message"]
