@@ -139,6 +139,9 @@ def test_restore_beyond_its_budget_says_what_is_left_and_its_command_undoes_it(
                    shell=True, check=True, timeout=60)
     assert _nodes(lab_kubeconfig)[node] == (False, None)
     assert "Traceback" not in out
+    # the run could not delete its namespace either (the API was cut): the janitor does
+    swept = janitor(lab_kubeconfig, "lab-c", "--run-id", run_id)
+    assert f"deleted fleetcheck-{run_id} (run {run_id}" in swept.stdout, swept.stdout
 
 
 def test_sigkill_mid_drain_janitor_undoes_it_once_the_heartbeat_is_stale(
