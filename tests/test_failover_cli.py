@@ -385,26 +385,13 @@ def test_switch_refusals(monkeypatch: pytest.MonkeyPatch, capsys: pytest.Capture
 
 def test_switch_patches_the_policy(monkeypatch: pytest.MonkeyPatch,
                                    capsys: pytest.CaptureFixture) -> None:
-    pp_path = karmada.policy_path("PropagationPolicy", "ns", "pp")
-    policy = {"metadata": {"resourceVersion": "3"},
-              "spec": {"placement": {"clusterAffinity": {"clusterNames": ["lab-a", "lab-b"]}}}}
-    rb = binding("ns", "Deployment", "web", [("lab-a", 0)])
-    api = FakeApi(CLUSTERS, [rb], {pp_path: policy})
-
-    def patch(path: str, body: dict, what: str = "") -> dict:
-        api.patches.append((path, body))
-        rb["spec"]["clusters"] = [{"name": "lab-c"}]
-        rb["status"]["aggregatedStatus"] = [{"clusterName": "lab-c", "applied": True,
-                                             "health": "Healthy"}]
-        return {}
-
-    api.merge_patch = patch  # type: ignore[method-assign]
+    api, _ = switched_api()
     monkeypatch.setattr(fo.Session, "member_api", lambda self, c: None)
     code = run_fake(monkeypatch, api, ["switch", "ns/deployment/web", "--to", "lab-c",
                                        "-o", "json", "--timeout", "5"])
     assert code == 0, capsys.readouterr().err
     (path, body), = api.patches
-    assert path == pp_path
+    assert path == PP_PATH
     assert body["spec"]["placement"]["clusterAffinity"]["clusterNames"] == ["lab-c"]
     assert body["metadata"]["resourceVersion"] == "3"
     assert json.loads(body["metadata"]["annotations"][fo.PREVIOUS_AFFINITY_ANNOTATION]) == {
