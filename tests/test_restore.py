@@ -125,10 +125,10 @@ class FakeCore:
         self.patches: list[dict] = []
         self.fail_patches = fail_patches
 
-    def read_node(self, name: str) -> types.SimpleNamespace:
+    def read_node(self, name: str, **_kw: object) -> types.SimpleNamespace:
         return types.SimpleNamespace(
             spec=types.SimpleNamespace(unschedulable=self.unschedulable),
-            metadata=types.SimpleNamespace(annotations=dict(self.annotations),
+            metadata=types.SimpleNamespace(name=name, annotations=dict(self.annotations),
                                            resource_version=str(self.rv)))
 
     def patch_node(self, name: str, patch: dict, **_kw: object) -> None:
@@ -254,3 +254,59 @@ def test_janitor_mark_recognises_run_ids_and_shards_only() -> None:
     assert not _is_run_mark("")
     assert not _is_run_mark("Operator Bob")
 
+
+
+# --- janitor ------------------------------------------------------------------------------------
+
+def _janitor_target(monkeypatch: pytest.MonkeyPatch, phase: str, beat: bool | None,
+                    core: FakeCore) -> tuple:
+    import argparse
+
+    from fleetcheck import janitor, probes
+
+    run = "fc-20261207-120000-ab12"
+    ns = types.SimpleNamespace(
+        metadata=types.SimpleNamespace(
+            name=f"fleetcheck-{run}", annotations={probes.EXPIRES_AT: "2999-01-01T00:00:00Z"},
+            labels={probes.RUN_ID_LABEL: run, probes.MANAGED_BY_LABEL: probes.MANAGED_BY}),
+        status=types.SimpleNamespace(phase=phase))
+    monkeypatch.setattr(janitor, "list_probe_namespaces", lambda *_a: [ns])
+    monkeypatch.setattr(janitor, "delete_namespace", lambda *_a: True)
+    monkeypatch.setattr(locks, "heartbeat_alive", lambda *_a: beat)
+    monkeypatch.setattr(locks, "lock_holder", lambda *_a: (None, False))
+    monkeypatch.setattr(janitor, "clean_cluster_taints", lambda *_a: ([], True))
+    core.list_node = lambda **_kw: types.SimpleNamespace(items=[core.read_node("n2")])
+    import kubernetes.client as k8s
+
+    monkeypatch.setattr(k8s, "CoreV1Api", lambda _client: core)
+    target = types.SimpleNamespace(api_client=object(), name="lab-c", server="")
+    args = argparse.Namespace(run_id=None, dry_run=False, connect_timeout=1, request_timeout=1)
+    return janitor.clean_context(target, args, dt.datetime.now(dt.UTC)), run
+
+
+def test_janitor_undoes_a_dead_runs_cordon_retrying_a_conflict_and_deletes_its_namespace(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    core = FakeCore(unschedulable=True,
+                    annotations={nodedrain.CORDONED_BY: "fc-20261207-120000-ab12"})
+    original = core.patch_node
+    calls = []
+
+    def conflict_once(name: str, patch: dict, **kw: object) -> None:
+        calls.append(patch)
+        if len(calls) == 1:
+            core.rv += 1  # the kubelet updated the node meanwhile
+            raise ApiException(status=409, reason="Conflict")
+        original(name, patch, **kw)
+
+    core.patch_node = conflict_once  # type: ignore[method-assign]
+    (lines, ok), run = _janitor_target(monkeypatch, "Active", False, core)
+    assert ok, lines
+    assert f"lab-c: deleted fleetcheck-{run} (run {run}, dead: heartbeat stale)" in lines
+    assert f"lab-c: uncordoned node n2 (run {run})" in lines
+    assert len(calls) == 2 and not core.unschedulable
+
+
+def test_janitor_says_a_terminating_namespace_is_being_deleted_not_kept(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    (lines, _), run = _janitor_target(monkeypatch, "Terminating", None, FakeCore())
+    assert lines[0] == f"lab-c: fleetcheck-{run} is already being deleted (run {run})", lines

@@ -166,8 +166,11 @@ def test_sigkill_mid_drain_janitor_undoes_it_once_the_heartbeat_is_stale(
             early.stdout
         assert _nodes(lab_kubeconfig)[node] == (True, run_id)
 
+    said: list[str] = []  # every janitor pass (one may delete, the next uncordon)
+
     def swept() -> str | None:
-        out = janitor(lab_kubeconfig, "lab-c", "--all-expired").stdout
+        said.append(janitor(lab_kubeconfig, "lab-c", "--all-expired").stdout)
+        out = "".join(said)
         return out if f"uncordoned node {node} (run {run_id})" in out else None
 
     out = wait_for("the janitor to uncordon", swept, 90, 1.0, why=lambda: janitor(
