@@ -244,23 +244,12 @@ def least_privilege(policy: str) -> Callable[[str, str, Any], Answer]:
 class _WithBody(_Handler):
     """``test_preflight``'s handler, also passing the request's JSON body to the answers."""
 
-    def _answer(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
+    def answers(self, raw: bytes) -> tuple[int, str, str]:
         try:
             body = json.loads(raw) if raw else None
         except ValueError:
             body = None
-        self.server.requests.append((self.command, self.path))  # type: ignore[attr-defined]
-        code, ctype, text = self.server.answers(self.command, self.path, body)  # type: ignore[attr-defined]
-        data = text.encode()
-        self.send_response(code)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _answer
+        return self.server.answers(self.command, self.path, body)  # type: ignore[attr-defined]
 
 
 def _expectations(policy: str) -> dict[str, Any]:

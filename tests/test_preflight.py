@@ -46,12 +46,15 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, *args: Any) -> None:
         pass
 
+    def answers(self, raw: bytes) -> tuple[int, str, str]:
+        """(status, content type, body) for this request; ``raw``: the request's body."""
+        return self.server.answers(self.command, self.path)  # type: ignore[attr-defined]
+
     def _answer(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
-        if length:
-            self.rfile.read(length)
+        raw = self.rfile.read(length) if length else b""
         self.server.requests.append((self.command, self.path))  # type: ignore[attr-defined]
-        code, ctype, body = self.server.answers(self.command, self.path)  # type: ignore[attr-defined]
+        code, ctype, body = self.answers(raw)
         data = body.encode()
         self.send_response(code)
         self.send_header("Content-Type", ctype)
