@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Delete fleetcheck probe namespaces left behind: a checkout wrapper of ``fleetcheck-janitor``
-(the logic is :mod:`fleetcheck.janitor`; see ``--help``)."""
+(the logic is :mod:`fleetcheck.cli.janitor`; see ``--help``)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ try:
 except ImportError:  # run from a checkout without the package installed
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
 
-from fleetcheck.janitor import main
+from fleetcheck.cli.janitor import main
 
 if __name__ == "__main__":
     sys.exit(main())

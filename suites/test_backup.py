@@ -19,11 +19,11 @@ from fleetcheck.backup import export as export_mod
 from fleetcheck.backup import restore as restore_mod
 from fleetcheck.backup import secrets as secrets_mod
 from fleetcheck.backup import suite as kit
-from fleetcheck.expectations import check_applies
-from fleetcheck.fleet import FleetRun
-from fleetcheck.probes import ProbeSet
-from fleetcheck.progress import waiting
-from fleetcheck.verdicts import refused
+from fleetcheck.core.progress import waiting
+from fleetcheck.core.verdicts import refused
+from fleetcheck.kube.probes import ProbeSet
+from fleetcheck.run.expectations import check_applies
+from fleetcheck.run.fleet import FleetRun
 
 #: the fixtures backup_workspace and backup_settings
 pytest_plugins = ["fleetcheck.backup.suite"]

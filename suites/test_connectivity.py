@@ -8,10 +8,12 @@ import time
 
 import pytest
 import urllib3
-from fleetcheck import CheckInfo, Evidence, Pair, Target, Unknown, leases, netprobe, workloads
-from fleetcheck.netprobe import HttpResult
-from fleetcheck.preflight import describe_error, raw_get
-from fleetcheck.verdicts import forbidden_unknown, refused
+from fleetcheck import CheckInfo, Evidence, Pair, Target, Unknown
+from fleetcheck.core.verdicts import forbidden_unknown, refused
+from fleetcheck.kube import leases, workloads
+from fleetcheck.kube import traffic as netprobe
+from fleetcheck.kube.preflight import describe_error, raw_get
+from fleetcheck.kube.traffic import HttpResult
 from kubernetes.client.exceptions import ApiException
 
 

@@ -1,5 +1,5 @@
 """Consistency across the fleet: the same configuration on every cluster.
-Expectations: section ``consistency`` (see :mod:`fleetcheck.drift`).
+Expectations: section ``consistency`` (see :mod:`fleetcheck.drift.spec`).
 
 ``consistency/drift`` runs once per context, and judges that context's cluster against the
 fleet: the value expected for each object and field is the one of ``consistency.reference``
@@ -14,8 +14,10 @@ from __future__ import annotations
 import fnmatch
 
 import pytest
-from fleetcheck import CheckInfo, Evidence, Target, Unknown, drift, drift_read
-from fleetcheck.fleet import FleetRun
+from fleetcheck import CheckInfo, Evidence, Target, Unknown
+from fleetcheck.drift import read as drift_read
+from fleetcheck.drift import spec as drift
+from fleetcheck.run.fleet import FleetRun
 
 MAX_LISTED = 8
 

@@ -6,9 +6,11 @@ import re
 import time
 
 import pytest
-from fleetcheck import CheckInfo, Evidence, Pair, Target, netprobe, workloads
-from fleetcheck.netprobe import DnsAnswer
-from fleetcheck.verdicts import forbidden_unknown
+from fleetcheck import CheckInfo, Evidence, Pair, Target
+from fleetcheck.core.verdicts import forbidden_unknown
+from fleetcheck.kube import traffic as netprobe
+from fleetcheck.kube import workloads
+from fleetcheck.kube.traffic import DnsAnswer
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 

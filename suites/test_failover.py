@@ -3,7 +3,7 @@ check of the run, one at a time).
 
 ``failover/node-drain`` drains a node of any multi-node cluster; ``failover/cluster-outage``
 and ``failover/drain`` run on a federation control plane (Karmada) and move fleetcheck's own
-failover workload (see :mod:`fleetcheck.fedfailover`) between its members.  Every check
+failover workload (see :mod:`fleetcheck.federation.failover`) between its members.  Every check
 restores what it changed: nodes uncordoned, outages ended, taints removed, also when it fails
 or the run is interrupted."""
 
@@ -14,18 +14,12 @@ import time
 from pathlib import Path
 
 import pytest
-from fleetcheck import (
-    CheckInfo,
-    Evidence,
-    ProbeSet,
-    Target,
-    Unknown,
-    fedfailover,
-    fedprobe,
-    karmada,
-    nodedrain,
-)
-from fleetcheck.fleet import FleetRun
+from fleetcheck import CheckInfo, Evidence, ProbeSet, Target, Unknown
+from fleetcheck.failover import drain as nodedrain
+from fleetcheck.federation import failover as fedfailover
+from fleetcheck.federation import karmada
+from fleetcheck.federation import probe as fedprobe
+from fleetcheck.run.fleet import FleetRun
 from kubernetes.client.exceptions import ApiException
 
 

@@ -4,7 +4,7 @@ These checks run on contexts that serve the Karmada API groups (detected by API 
 are skipped, with the reason, on every other context.  Member clusters are mapped to selected
 contexts by API endpoint, or by ``federation.members`` in the expectations; copies on members
 are read through those contexts.  The probe workload is described in
-:mod:`fleetcheck.fedprobe`.
+:mod:`fleetcheck.federation.probe`.
 """
 
 from __future__ import annotations
@@ -12,12 +12,13 @@ from __future__ import annotations
 import time
 
 import pytest
-from fleetcheck import fedprobe, karmada
-from fleetcheck.checks import CheckInfo
-from fleetcheck.evidence import Evidence
-from fleetcheck.fleet import FleetRun
-from fleetcheck.targets import Target
-from fleetcheck.verdicts import Unknown
+from fleetcheck.core.checks import CheckInfo
+from fleetcheck.core.evidence import Evidence
+from fleetcheck.core.targets import Target
+from fleetcheck.core.verdicts import Unknown
+from fleetcheck.federation import karmada
+from fleetcheck.federation import probe as fedprobe
+from fleetcheck.run.fleet import FleetRun
 
 pytestmark = pytest.mark.federation
 

@@ -6,7 +6,7 @@ reason, on a context without a mesh, with a mesh fleetcheck has no adapter for (
 one), with ``mesh.type: none``, on a federation control plane, and on a second context of an
 already selected cluster.  The data plane the checks measure (a namespace, an echo, services
 and a curl probe with the mesh's sidecar in every mesh context) is described in
-:mod:`fleetcheck.mesh`; what is read from istiod, and how, in :mod:`fleetcheck.meshistio`.
+:mod:`fleetcheck.mesh`; what is read from istiod, and how, in :mod:`fleetcheck.mesh.istio`.
 """
 
 from __future__ import annotations
@@ -15,17 +15,20 @@ import shlex
 import time
 
 import pytest
-from fleetcheck import CheckInfo, Evidence, Pair, Target, Unknown, mesh, meshistio, netprobe
-from fleetcheck.fleet import FleetRun
-from fleetcheck.workloads import ready_endpoint_ips
+from fleetcheck import CheckInfo, Evidence, Pair, Target, Unknown
+from fleetcheck.kube import traffic as netprobe
+from fleetcheck.kube.workloads import ready_endpoint_ips
+from fleetcheck.mesh import answers, dataplane, discover
+from fleetcheck.mesh import istio as meshistio
+from fleetcheck.run.fleet import FleetRun
 
 pytestmark = [pytest.mark.mesh, pytest.mark.workloads]
 
 
 def _istio(fleet: FleetRun, target: Target) -> list[str]:
     """Skip unless ``target`` runs a mesh fleetcheck measures; the fleet's Istio contexts."""
-    mesh.require_measurable(fleet, target.name)
-    return mesh.mesh_contexts(fleet, "istio")
+    discover.require_measurable(fleet, target.name)
+    return discover.mesh_contexts(fleet, "istio")
 
 
 def _settings(expectations: dict) -> dict:
@@ -245,12 +248,12 @@ def _links_read_the_right_clusters(target: Target, fleet: FleetRun, check: Check
 # --- data plane ----------------------------------------------------------------------------------
 
 
-def _sites(fleet: FleetRun, contexts: list[str], peers: list[str]) -> dict[str, mesh.Site]:
+def _sites(fleet: FleetRun, contexts: list[str], peers: list[str]) -> dict[str, dataplane.Site]:
     """The data plane of ``contexts`` (deployed once per run, concurrently)."""
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(max_workers=max(1, len(contexts))) as pool:
-        futures = {c: pool.submit(mesh.site, fleet, c, peers) for c in contexts}
+        futures = {c: pool.submit(dataplane.site, fleet, c, peers) for c in contexts}
         out, failed = {}, []
         for context, future in futures.items():
             try:
@@ -274,9 +277,9 @@ def test_proxies_synced(target: Target, fleet: FleetRun, check: CheckInfo, evide
     peers = _istio(fleet, target)
     here = _sites(fleet, [target.name], peers)[target.name]
     probes = fleet.probes(target.name)
-    echoes = [p for p in mesh.echo_pods(probes, here.namespace)
+    echoes = [p for p in dataplane.echo_pods(probes, here.namespace)
               if p.metadata.deletion_timestamp is None]
-    without = mesh.unmeshed(echoes, here.sidecar)
+    without = dataplane.unmeshed(echoes, here.sidecar)
     wanted = [here.probe_pod] + [p.metadata.name for p in echoes
                                  if p.metadata.name not in without]
     ids = [f"{pod}.{here.namespace}" for pod in wanted]
@@ -317,14 +320,14 @@ def test_proxies_synced(target: Target, fleet: FleetRun, check: CheckInfo, evide
 
 
 def _url(expectations: dict, kind: str | None, service: str, namespace: str) -> str:
-    name = mesh.mesh_name(expectations, kind, service, namespace)
-    return f"http://{name}{mesh.ECHO_PATH}"
+    name = discover.mesh_name(expectations, kind, service, namespace)
+    return f"http://{name}{discover.ECHO_PATH}"
 
 
 def _pair_sides(fleet: FleetRun, pair: Pair) -> list[str]:
     """Skip unless both ends run a mesh fleetcheck measures, the same one."""
-    src = mesh.require_measurable(fleet, pair.source.name)
-    dst = mesh.detection(fleet, pair.target.name)
+    src = discover.require_measurable(fleet, pair.source.name)
+    dst = discover.detection(fleet, pair.target.name)
     reason = dst.skip_reason()
     if reason:
         pytest.skip(f"{pair.target.name}: {reason}")
@@ -332,7 +335,7 @@ def _pair_sides(fleet: FleetRun, pair: Pair) -> list[str]:
         assert src.kind is not None and dst.kind is not None
         pytest.skip(f"{pair.source.name} runs {src.kind.label}, {pair.target.name} "
                     f"{dst.kind.label}: not one mesh")
-    return mesh.mesh_contexts(fleet, src.key or "")
+    return discover.mesh_contexts(fleet, src.key or "")
 
 
 @pytest.mark.check("mesh/cross-cluster", level="required")
@@ -348,15 +351,15 @@ def test_cross_cluster(pair: Pair, fleet: FleetRun, check: CheckInfo, evidence: 
     src, dst = pair.source, pair.target
     sites = _sites(fleet, [src.name, dst.name], peers)
     cfg = _settings(expectations)
-    kind = mesh.detection(fleet, src.name).key
-    url = _url(expectations, kind, mesh.only_service(dst.name), sites[src.name].namespace)
+    kind = discover.detection(fleet, src.name).key
+    url = _url(expectations, kind, discover.only_service(dst.name), sites[src.name].namespace)
     timeout = float(cfg["request_timeout_s"])
     settle = float(cfg["propagation_timeout_s"])
     start = time.monotonic()
     attempts = []
     while True:
         result = netprobe.http_get(sites[src.name].probe, url, timeout)
-        answer = mesh.parse_answer(result.body) if result.status is not None else None
+        answer = answers.parse_answer(result.body) if result.status is not None else None
         attempts.append([f"{time.monotonic() - start:.1f}s", result.describe(),
                          answer.cluster if answer else "-"])
         good = result.ok and answer is not None and answer.cluster == dst.cluster_id
@@ -416,11 +419,11 @@ def test_global_service(target: Target, fleet: FleetRun, check: CheckInfo, evide
     cfg = _settings(expectations)
     n = int(cfg["requests"])
     timeout = float(cfg["request_timeout_s"])
-    url = _url(expectations, "istio", mesh.ECHO, sites[target.name].namespace)
+    url = _url(expectations, "istio", discover.ECHO, sites[target.name].namespace)
     start = time.monotonic()
     while True:
-        replies, _ = mesh.request_batch(sites[target.name].probe, url, n, timeout)
-        counts = mesh.spread(r.answer.cluster if r.ok and r.answer else None for r in replies)
+        replies, _ = answers.request_batch(sites[target.name].probe, url, n, timeout)
+        counts = answers.spread(r.answer.cluster if r.ok and r.answer else None for r in replies)
         served = [c for c in counts if c != "(no answer)"]
         if len(served) > 1 or time.monotonic() - start >= float(cfg["propagation_timeout_s"]):
             break
@@ -436,8 +439,8 @@ def test_global_service(target: Target, fleet: FleetRun, check: CheckInfo, evide
         len(served) > 1,
         expected=f"answers from more than one of {', '.join(peers)} (spread over the "
                  "service's endpoints in every cluster)",
-        observed=f"all {n} from {served[0] if served else 'nowhere'}: {mesh.spread_text(counts)}")
-    evidence.text("spread", mesh.spread_text(counts))
+        observed=f"all {n} from {served[0] if served else 'nowhere'}: {answers.spread_text(counts)}")
+    evidence.text("spread", answers.spread_text(counts))
 
 
 # --- failover (disruptive) -------------------------------------------------------------------------
@@ -465,10 +468,10 @@ def test_failover(target: Target, fleet: FleetRun, check: CheckInfo, evidence: E
     victim = others[0]
     sites = _sites(fleet, peers, peers)
     if len(others) >= 2:
-        service = mesh.away_service(target.name)
+        service = discover.away_service(target.name)
         why = f"endpoints in {', '.join(others)} (every Istio cluster but {target.name})"
     else:
-        service = mesh.ECHO
+        service = discover.ECHO
         why = (f"endpoints in {target.name} and {victim}: with two Istio clusters the source's "
                "own echo takes over")
     url = _url(expectations, "istio", service, sites[target.name].namespace)
@@ -478,10 +481,10 @@ def test_failover(target: Target, fleet: FleetRun, check: CheckInfo, evidence: E
     watch = float(cfg["failover_watch_s"])
     ready_timeout = float(cfg["ready_timeout_s"])
     victim_probes = fleet.probes(victim)
-    adapter = mesh.adapter(mesh.detection(fleet, victim).key)
+    adapter = discover.adapter(discover.detection(fleet, victim).key)
     assert adapter is not None  # (a context of the same, measurable mesh)
     namespace = sites[victim].namespace
-    loop = mesh.RequestLoop(sites[target.name].probe, url,
+    loop = answers.RequestLoop(sites[target.name].probe, url,
                             max_s=2 + ready_timeout + watch + rto_bound + 30,
                             timeout_s=float(cfg["request_timeout_s"]))
     restored: dict[str, object] = {"done": False, "error": None}
@@ -492,7 +495,7 @@ def test_failover(target: Target, fleet: FleetRun, check: CheckInfo, evidence: E
             restored["error"] = scaled.error
             return
         try:
-            mesh.wait_echo(victim_probes, namespace, adapter, ready_timeout)
+            dataplane.wait_echo(victim_probes, namespace, adapter, ready_timeout)
             restored["done"], restored["error"] = True, None
         except Exception as exc:  # noqa: BLE001 - reported below
             restored["error"] = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
@@ -507,18 +510,18 @@ def test_failover(target: Target, fleet: FleetRun, check: CheckInfo, evidence: E
         time.sleep(3.0)  # a baseline: requests before anything changes
         scaled_at = loop.now()
         scaled = fleet.record_change(
-            f"echo {namespace}/{mesh.ECHO} scaled to 0", victim,
-            lambda: mesh.scale_echo(victim_probes, namespace, 1),
+            f"echo {namespace}/{discover.ECHO} scaled to 0", victim,
+            lambda: dataplane.scale_echo(victim_probes, namespace, 1),
             f"kubectl --context {shlex.quote(victim)} -n {namespace} scale deployment "
-            f"{mesh.ECHO} --replicas=1", check.id)
-        mesh.scale_echo(victim_probes, namespace, 0)
+            f"{discover.ECHO} --replicas=1", check.id)
+        dataplane.scale_echo(victim_probes, namespace, 0)
         timeline.append([f"{time.monotonic() - started:.2f}s", f"{victim}: echo scaled to 0"])
         deadline = time.monotonic() + ready_timeout
-        while mesh.echo_pods(victim_probes, namespace) and time.monotonic() < deadline:
+        while dataplane.echo_pods(victim_probes, namespace) and time.monotonic() < deadline:
             victim_probes.pause(0.2)
         gone_at = loop.now()
         timeline.append([f"{time.monotonic() - started:.2f}s",
-                         f"{victim}: no echo pod left" if not mesh.echo_pods(
+                         f"{victim}: no echo pod left" if not dataplane.echo_pods(
                              victim_probes, namespace) else f"{victim}: echo pods still there"])
         time.sleep(watch)
     finally:
@@ -544,7 +547,7 @@ def test_failover(target: Target, fleet: FleetRun, check: CheckInfo, evidence: E
                           ("after", traffic.window(gone_at, None))):
         rows.append([phase, len(window), sum(r.ok for r in window),
                      sum(not r.ok for r in window),
-                     mesh.spread_text(traffic.answered_by(window)) or "-"])
+                     answers.spread_text(traffic.answered_by(window)) or "-"])
     evidence.table(f"requests to {url} from {target.name} (every 0.1s)",
                    ["phase", "requests", "ok", "failed", "answered by"], rows)
     if not restored["done"]:
@@ -552,9 +555,9 @@ def test_failover(target: Target, fleet: FleetRun, check: CheckInfo, evidence: E
                       f"namespace {namespace} is deleted at the end of the run")
     if not any(r.ok and r.pod == fleet.targets[victim].cluster_id for r in before):
         raise Unknown(f"{victim} answered none of the {len(before)} requests before the "
-                      f"scale-down ({mesh.spread_text(traffic.answered_by(before)) or 'none'}): "
+                      f"scale-down ({answers.spread_text(traffic.answered_by(before)) or 'none'}): "
                       "there was nothing to fail over")
-    rto, failed = mesh.recovery(traffic.requests, scaled_at)
+    rto, failed = answers.recovery(traffic.requests, scaled_at)
     evidence.text("recovery", f"RTO {'not recovered' if rto is None else f'{rto:.2f}s'}; "
                   f"{failed} failed request(s) after the scale-down")
     answered_after = {c for c, n in traffic.answered_by(after).items() if c != victim}

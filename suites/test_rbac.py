@@ -16,7 +16,7 @@ import secrets
 
 import pytest
 from fleetcheck import CheckInfo, Evidence, Target, Unknown
-from fleetcheck.fleet import FleetRun
+from fleetcheck.core.verdicts import forbidden_unknown
 from fleetcheck.rbac import access as access_mod
 from fleetcheck.rbac import allowlist as allow_mod
 from fleetcheck.rbac import api, discovery
@@ -24,7 +24,7 @@ from fleetcheck.rbac import certs as certs_mod
 from fleetcheck.rbac import risky as risky_mod
 from fleetcheck.rbac import tokens as tokens_mod
 from fleetcheck.rbac.access import Access
-from fleetcheck.verdicts import forbidden_unknown
+from fleetcheck.run.fleet import FleetRun
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 

@@ -201,7 +201,7 @@ def test_cli_keygen_signing_pair(tmp_path: Path) -> None:
 
 
 def test_backup_refuses_a_key_inside_a_directory_archive(tmp_path: Path) -> None:
-    from fleetcheck.backup import cli
+    from fleetcheck.cli import backup as cli
 
     out = tmp_path / "dir-archive"
     with pytest.raises(BackupError, match="inside the archive"):

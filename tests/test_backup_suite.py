@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 from backupkit import SIGNER, TRUST
-from fleetcheck import probes
 from fleetcheck.backup import archive as archive_mod
 from fleetcheck.backup import export, restore, secrets
 from fleetcheck.backup import suite as kit
 from fleetcheck.backup.kinds import Kind
+from fleetcheck.kube import probes
 
 RUN_ID = "fc-20250101-120000-ab12"
 LONGEST_RUN_ID = "r" * 42  # options.RUN_ID_RE allows 1-42 characters

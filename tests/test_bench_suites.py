@@ -153,7 +153,7 @@ def test_context_plan_is_round_robin_with_distinct_identities() -> None:
 
 
 def test_bench_kubeconfig_loads_with_fleetcheck(tmp_path: Path) -> None:
-    from fleetcheck import kubeconfig as kc
+    from fleetcheck.core import kubeconfig as kc
 
     clusters = {c: {"server": f"https://127.0.0.1:{26443 + i}",
                     "certificate-authority-data": "Q0E="}
@@ -183,7 +183,7 @@ def test_split_dead() -> None:
 
 
 def test_bench_expectations_validate() -> None:
-    from fleetcheck import expectations as ex
+    from fleetcheck.run import expectations as ex
 
     data = bl.bench_expectations()
     ex.validate(data)

@@ -8,8 +8,9 @@ from types import SimpleNamespace
 import pytest
 import yaml
 from fchelpers import kubeconfig_dict
-from fleetcheck import nodedrain
-from fleetcheck.nodedrain import NodeState, Placement, Request, Traffic
+from fleetcheck.failover import drain as nodedrain
+from fleetcheck.failover.drain import NodeState, Placement
+from fleetcheck.kube.traffic import Request, Traffic
 
 PLUGIN = ("-p", "fleetcheck.plugin")
 

@@ -10,8 +10,9 @@ import json
 from typing import Any
 
 import pytest
-from fleetcheck import drift, drift_read
-from fleetcheck.drift import ABSENT, NO_OBJECT, Difference, SpecError
+from fleetcheck.drift import read as drift_read
+from fleetcheck.drift import spec as drift
+from fleetcheck.drift.spec import ABSENT, NO_OBJECT, Difference, SpecError
 
 
 def cm(data: dict, **meta: Any) -> dict:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from fleetcheck.expectations import DEFAULTS, Expectations, ExpectationsError, load
+from fleetcheck.run.expectations import DEFAULTS, Expectations, ExpectationsError, load
 
 
 def test_no_file_gives_defaults() -> None:

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 import urllib3
-from fleetcheck import failovercli as fo
-from fleetcheck import karmada
+from fleetcheck.cli import failover as fo
+from fleetcheck.federation import karmada
 from kubernetes.client.exceptions import ApiException
 
 REPO = Path(__file__).resolve().parent.parent
@@ -844,7 +844,7 @@ def test_switch_member_unreachable_or_forbidden_exits_3(
 def test_switch_member_context_unusable_exits_3(monkeypatch: pytest.MonkeyPatch,
                                                  capsys: pytest.CaptureFixture,
                                                  tmp_path: Path) -> None:
-    from fleetcheck import kubeconfig as kubeconfig_mod
+    from fleetcheck.core import kubeconfig as kubeconfig_mod
 
     path = kubeconfig(tmp_path, server="https://lab-c.invalid:6443")
     kc = kubeconfig_mod.load([path])

@@ -4,9 +4,10 @@ and the expectations section (no cluster)."""
 from __future__ import annotations
 
 import pytest
-from fleetcheck import federation, karmada
-from fleetcheck.expectations import Expectations, ExpectationsError
-from fleetcheck.targets import Target, ordered_pairs
+from fleetcheck.core import controlplanes as federation
+from fleetcheck.core.targets import Target, ordered_pairs
+from fleetcheck.federation import karmada
+from fleetcheck.run.expectations import Expectations, ExpectationsError
 
 
 def _cluster(name: str, endpoint: str, ready: str = "True", taints: list | None = None) -> dict:
@@ -183,7 +184,7 @@ def test_which_answers_refuse_the_identity(status: int, data: object, refused: b
 
 class FakeKarmada:
     """The answers of a fake API server: ``routes[(method, path)] = (status, data)``; 404 for
-    the rest.  Installed in place of :func:`fleetcheck.karmada.request`."""
+    the rest.  Installed in place of :func:`fleetcheck.federation.karmada.request`."""
 
     def __init__(self, routes: dict[tuple[str, str], tuple[int, object]]) -> None:
         self.routes = routes
@@ -199,8 +200,8 @@ class FakeKarmada:
 
 def test_a_refused_request_is_an_unknown_naming_the_permission(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    from fleetcheck import fedprobe
-    from fleetcheck.verdicts import Unknown
+    from fleetcheck.core.verdicts import Unknown
+    from fleetcheck.federation import probe as fedprobe
 
     path = "/apis/cluster.karmada.io/v1alpha1/clusters"
     fake = FakeKarmada({("GET", path): (403, rbac_403("list", "clusters",
@@ -248,9 +249,9 @@ EVICTING = {"metadata": {"name": "evict"}, "spec": {
 def run_control_plane_check(monkeypatch: pytest.MonkeyPatch,
                             routes: dict[tuple[str, str], tuple[int, object]]) -> None:
     """Run suites/test_federation.py's ``test_control_plane`` against ``routes``."""
-    from fleetcheck import fedprobe
-    from fleetcheck.checks import CheckInfo
-    from fleetcheck.evidence import Evidence
+    from fleetcheck.core.checks import CheckInfo
+    from fleetcheck.core.evidence import Evidence
+    from fleetcheck.federation import probe as fedprobe
 
     import suites.test_federation as suite
 
@@ -272,7 +273,7 @@ def run_control_plane_check(monkeypatch: pytest.MonkeyPatch,
 def test_control_plane_forbidden_dry_run_is_unknown(monkeypatch: pytest.MonkeyPatch) -> None:
     """A least-privilege identity may not create a PropagationPolicy, dry run or not: the
     webhook was not tried, the check is unknown and says which permission is missing."""
-    from fleetcheck.verdicts import Unknown
+    from fleetcheck.core.verdicts import Unknown
 
     forbidden = rbac_403("create", "propagationpolicies", "policy.karmada.io", "default")
     with pytest.raises(Unknown) as raised:
@@ -295,7 +296,7 @@ def test_control_plane_forbidden_dry_run_is_unknown(monkeypatch: pytest.MonkeyPa
 
 def test_control_plane_webhook_denial_is_still_measured(monkeypatch: pytest.MonkeyPatch) -> None:
     """The admission webhook refusing the policy (a 403 too) is what the check measures."""
-    from fleetcheck.verdicts import NonConformant
+    from fleetcheck.core.verdicts import NonConformant
 
     with pytest.raises(NonConformant, match="a dry-run PropagationPolicy was refused: HTTP 403 "
                                             'admission webhook "propagationpolicy.karmada.io" '

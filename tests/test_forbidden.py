@@ -381,7 +381,7 @@ def test_least_privilege_catalogue_is_unknown_not_a_traceback(
 # --- the sentence, and refusals the catalogue run above does not reach ----------------------------
 
 def test_forbidden_unknown_names_the_permission() -> None:
-    from fleetcheck.verdicts import forbidden_unknown, refused
+    from fleetcheck.core.verdicts import forbidden_unknown, refused
     from kubernetes.client.exceptions import ApiException
 
     exc = ApiException(status=403, reason="Forbidden")
@@ -433,10 +433,11 @@ def test_a_listed_service_that_may_not_be_read_is_not_a_finding(
     non-conformant, "cannot read the service (HTTP 403)").  Only a 404 is a finding."""
     from types import SimpleNamespace
 
-    from fleetcheck import netprobe, workloads
-    from fleetcheck.checks import CheckInfo
-    from fleetcheck.evidence import Evidence
-    from fleetcheck.verdicts import NonConformant, Unknown
+    from fleetcheck.core.checks import CheckInfo
+    from fleetcheck.core.evidence import Evidence
+    from fleetcheck.core.verdicts import NonConformant, Unknown
+    from fleetcheck.kube import traffic as netprobe
+    from fleetcheck.kube import workloads
     from kubernetes.client.exceptions import ApiException
 
     suite = _suite("test_connectivity")
@@ -494,9 +495,9 @@ def test_a_token_refused_who_am_i_still_authenticates(code: int, verdict: str) -
     import time
     from types import SimpleNamespace
 
-    from fleetcheck.checks import CheckInfo
-    from fleetcheck.evidence import Evidence
-    from fleetcheck.verdicts import NonConformant, Unknown
+    from fleetcheck.core.checks import CheckInfo
+    from fleetcheck.core.evidence import Evidence
+    from fleetcheck.core.verdicts import NonConformant, Unknown
     from kubernetes import client as k8s
 
     def answers(method: str, path: str, body: Any) -> Answer:
@@ -534,7 +535,7 @@ def test_velero_that_may_not_be_read_is_unknown(refused_path: str) -> None:
     """backup/velero where Velero is installed but its API (discovery of its version, the list
     of Backups across namespaces) is refused: unknown, naming the permission."""
     from fleetcheck.backup import suite as kit
-    from fleetcheck.verdicts import Unknown
+    from fleetcheck.core.verdicts import Unknown
     from kubernetes import client as k8s
 
     def answers(method: str, path: str, body: Any) -> Answer:
@@ -569,8 +570,8 @@ def test_a_refused_exec_handshake_names_the_permission_not_the_raw_headers() -> 
     line, the headers and the body in one string."""
     import json as json_mod
 
-    from fleetcheck.probes import handshake_refusal
-    from fleetcheck.verdicts import forbidden_unknown
+    from fleetcheck.core.verdicts import forbidden_unknown
+    from fleetcheck.kube.probes import handshake_refusal
     from kubernetes.client.exceptions import ApiException
 
     body = json_mod.dumps({"kind": "Status", "apiVersion": "v1", "code": 403,

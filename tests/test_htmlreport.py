@@ -26,7 +26,7 @@ EVIL_ERROR = "<img src=y onerror=alert(1)>"
 
 CHECKS = f'''
 import pytest
-from fleetcheck.verdicts import Unknown
+from fleetcheck.core.verdicts import Unknown
 
 @pytest.mark.check("demo/api")
 def test_api(target):

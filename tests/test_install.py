@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 from fchelpers import kubeconfig_dict
-from fleetcheck.collection import suites_dir
+from fleetcheck.plugin.collection import suites_dir
 
 OWN_TARGET_PROJECT = '''
 import pytest

@@ -17,7 +17,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts" / "kind-fleet.d"))
 
-from fleetcheck import expectations
+from fleetcheck.run import expectations
 from kindfleet import dns, kubeconfig, plan, routes
 
 KIND_FLEET = ROOT / "scripts" / "kind-fleet"
@@ -311,7 +311,7 @@ def test_merge_refuses_conflicts_and_dangling_references():
 
 def test_merged_kubeconfig_selects_in_fleetcheck(tmp_path: Path):
     """fleetcheck reads the merged kubeconfig and --contexts='kind-*' selects the fleet."""
-    from fleetcheck import kubeconfig as fc_kubeconfig
+    from fleetcheck.core import kubeconfig as fc_kubeconfig
     path = tmp_path / "kc.yaml"
     docs = [kind_kubeconfig(n, 40000 + i) for i, n in enumerate(["fc-a", "fc-b", "fc-c"])]
     path.write_text(yaml.safe_dump(kubeconfig.merge(docs)))

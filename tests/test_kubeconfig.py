@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 from fchelpers import kubeconfig_dict
-from fleetcheck.kubeconfig import KubeconfigError, discover_files, load, split_globs
-from fleetcheck.targets import build_api_client, make_target, ordered_pairs
+from fleetcheck.core.kubeconfig import KubeconfigError, discover_files, load, split_globs
+from fleetcheck.core.targets import build_api_client, make_target, ordered_pairs
 
 
 def write(path: Path, data: object) -> Path:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -17,9 +18,11 @@ from typing import Any, ClassVar
 import pytest
 import yaml
 from fchelpers import kubeconfig_dict
-from fleetcheck import mesh, meshistio
-from fleetcheck.expectations import Expectations, ExpectationsError
-from fleetcheck.nodedrain import Request
+from fleetcheck import mesh
+from fleetcheck.kube.traffic import Request
+from fleetcheck.mesh import answers, dataplane, discover
+from fleetcheck.mesh import istio as meshistio
+from fleetcheck.run.expectations import Expectations, ExpectationsError
 
 # --- detection -------------------------------------------------------------------------------
 
@@ -41,78 +44,78 @@ BASE = ["apps", "batch", "policy", "networking.k8s.io"]
     (BASE + ["istio.example.com", "mesh.example.org"], None, "it serves none"),
 ])
 def test_detection_by_api_group(groups: list[str], kind: str | None, how: str) -> None:
-    found = mesh.detect("lab-a", groups)
+    found = discover.detect("lab-a", groups)
     assert found.key == kind
     assert found.how.startswith(how)
 
 
 def test_detection_skip_reasons() -> None:
-    none = mesh.detect("lab-a", BASE)
+    none = discover.detect("lab-a", BASE)
     assert none.skip_reason() == (
         "no service mesh detected on lab-a (it serves none of the API groups "
         "networking.istio.io, security.istio.io, linkerd.io, multicluster.linkerd.io, "
         "cilium.io, submariner.io, multicluster.x-k8s.io)")
-    linkerd = mesh.detect("lab-b", BASE + ["linkerd.io"])
+    linkerd = discover.detect("lab-b", BASE + ["linkerd.io"])
     assert linkerd.skip_reason() == ("Linkerd detected on lab-b (API group linkerd.io); "
                                      "fleetcheck has no Linkerd adapter yet")
     assert not linkerd.measurable
-    assert mesh.detect("x", ["multicluster.x-k8s.io"]).skip_reason() == (
+    assert discover.detect("x", ["multicluster.x-k8s.io"]).skip_reason() == (
         "Multi-Cluster Services API (MCS) detected on x (API group multicluster.x-k8s.io); "
         "fleetcheck has no Multi-Cluster Services API (MCS) adapter yet")
-    istio = mesh.detect("lab-c", BASE + ["networking.istio.io"])
+    istio = discover.detect("lab-c", BASE + ["networking.istio.io"])
     assert istio.measurable and istio.skip_reason() is None
 
 
 def test_detection_override_and_off() -> None:
-    assert mesh.detect("a", BASE, "istio").key == "istio"
-    assert mesh.detect("a", BASE, "istio").how == "expectations mesh.type: istio"
-    off = mesh.detect("a", BASE + ["networking.istio.io"], "none")
+    assert discover.detect("a", BASE, "istio").key == "istio"
+    assert discover.detect("a", BASE, "istio").how == "expectations mesh.type: istio"
+    off = discover.detect("a", BASE + ["networking.istio.io"], "none")
     assert off.kind is None and off.off
     assert off.skip_reason() == ("mesh checks are turned off for a (expectations mesh.type: "
                                  "none)")
-    forced = mesh.detect("a", BASE + ["networking.istio.io"], "linkerd")
+    forced = discover.detect("a", BASE + ["networking.istio.io"], "linkerd")
     assert forced.key == "linkerd" and "no Linkerd adapter" in (forced.skip_reason() or "")
 
 
 def test_detection_cilium_needs_a_clustermesh() -> None:
-    cni = mesh.detect("a", BASE + ["cilium.io"], clustermesh=False)
+    cni = discover.detect("a", BASE + ["cilium.io"], clustermesh=False)
     assert cni.kind is None
     assert "Cilium is the CNI, not a cluster mesh" in cni.how
-    assert mesh.detect("a", BASE + ["cilium.io"], clustermesh=True).key == "cilium"
+    assert discover.detect("a", BASE + ["cilium.io"], clustermesh=True).key == "cilium"
 
 
 def test_detection_by_namespace_only_without_discovery() -> None:
-    found = mesh.detect("a", [], namespaces=["default", "istio-system"])
+    found = discover.detect("a", [], namespaces=["default", "istio-system"])
     assert found.key == "istio" and "namespace istio-system" in found.how
     # with discovery, a namespace alone is no mesh
-    assert mesh.detect("a", BASE, namespaces=["istio-system"]).kind is None
-    nothing = mesh.detect("a", [], namespaces=["default"])
+    assert discover.detect("a", BASE, namespaces=["istio-system"]).kind is None
+    nothing = discover.detect("a", [], namespaces=["default"])
     assert nothing.kind is None and "none of the namespaces" in nothing.how
-    assert mesh.detect("a", []).how == "API discovery told nothing"
+    assert discover.detect("a", []).how == "API discovery told nothing"
 
 
 # --- names and manifests -----------------------------------------------------------------------
 
 
 def test_short_ids_are_dns_labels_and_distinct() -> None:
-    assert mesh.short_id("lab-a") == "lab-a"
-    eks = mesh.short_id("arn:aws:eks:eu-west-1:123456789012:cluster/prod")
-    assert mesh.re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", eks) and len(eks) <= 40
-    assert mesh.short_id("Lab-A") != mesh.short_id("lab-a")
-    assert mesh.short_id("echo") != "echo"  # would collide with the global service
-    assert mesh.short_id("away-x").startswith("away-x-")
-    assert mesh.only_service("lab-a") == "fc-mesh-lab-a"
-    assert mesh.away_service("lab-a") == "fc-mesh-away-lab-a"
+    assert discover.short_id("lab-a") == "lab-a"
+    eks = discover.short_id("arn:aws:eks:eu-west-1:123456789012:cluster/prod")
+    assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", eks) and len(eks) <= 40
+    assert discover.short_id("Lab-A") != discover.short_id("lab-a")
+    assert discover.short_id("echo") != "echo"  # would collide with the global service
+    assert discover.short_id("away-x").startswith("away-x-")
+    assert discover.only_service("lab-a") == "fc-mesh-lab-a"
+    assert discover.away_service("lab-a") == "fc-mesh-away-lab-a"
 
 
 def test_mesh_names() -> None:
     exp = Expectations().for_context("a")
-    assert mesh.mesh_name(exp, "istio", "fc-mesh-echo", "ns") == "fc-mesh-echo.ns.svc.cluster.local"
-    assert mesh.mesh_name(exp, "mcs", "s", "ns") == "s.ns.svc.clusterset.local"
+    assert discover.mesh_name(exp, "istio", "fc-mesh-echo", "ns") == "fc-mesh-echo.ns.svc.cluster.local"
+    assert discover.mesh_name(exp, "mcs", "s", "ns") == "s.ns.svc.clusterset.local"
     exp["dns"]["cluster_domain"] = "corp.internal"
-    assert mesh.mesh_name(exp, "istio", "s", "ns") == "s.ns.svc.corp.internal"
+    assert discover.mesh_name(exp, "istio", "s", "ns") == "s.ns.svc.corp.internal"
     exp["mesh"]["names"] = "{service}.{namespace}.global"
-    assert mesh.mesh_name(exp, "istio", "s", "ns") == "s.ns.global"
+    assert discover.mesh_name(exp, "istio", "s", "ns") == "s.ns.global"
 
 
 class _Probes:
@@ -125,30 +128,30 @@ class _Probes:
 
 def test_services_select_per_cluster_and_away() -> None:
     svcs = {s["metadata"]["name"]: s["spec"]["selector"]
-            for s in mesh.services("lab-b", ["lab-a", "lab-b", "lab-c"])}
+            for s in dataplane.services("lab-b", ["lab-a", "lab-b", "lab-c"])}
     assert svcs["fc-mesh-echo"] == {"app": "fc-mesh-echo"}
-    assert svcs["fc-mesh-lab-a"] == {"app": "fc-mesh-echo", mesh.CLUSTER_LABEL: "lab-a"}
-    assert svcs["fc-mesh-lab-b"] == {"app": "fc-mesh-echo", mesh.CLUSTER_LABEL: "lab-b"}
+    assert svcs["fc-mesh-lab-a"] == {"app": "fc-mesh-echo", discover.CLUSTER_LABEL: "lab-a"}
+    assert svcs["fc-mesh-lab-b"] == {"app": "fc-mesh-echo", discover.CLUSTER_LABEL: "lab-b"}
     # away from lab-b, seen from lab-b: nothing here; away from lab-a: lab-b's echo counts
-    assert svcs["fc-mesh-away-lab-b"] == {"app": "fc-mesh-echo", mesh.NOWHERE_LABEL: "true"}
+    assert svcs["fc-mesh-away-lab-b"] == {"app": "fc-mesh-echo", discover.NOWHERE_LABEL: "true"}
     assert svcs["fc-mesh-away-lab-a"] == {"app": "fc-mesh-echo"}
     assert len(svcs) == 7
 
 
 def test_echo_and_probe_manifests_are_restricted() -> None:
-    dep = mesh.echo_deployment(_Probes(), "lab-a")  # type: ignore[arg-type]
+    dep = dataplane.echo_deployment(_Probes(), "lab-a")  # type: ignore[arg-type]
     spec = dep["spec"]["template"]["spec"]
     assert "activeDeadlineSeconds" not in spec
     labels = dep["spec"]["template"]["metadata"]["labels"]
-    assert labels["app"] == "fc-mesh-echo" and labels[mesh.CLUSTER_LABEL] == "lab-a"
+    assert labels["app"] == "fc-mesh-echo" and labels[discover.CLUSTER_LABEL] == "lab-a"
     assert dep["spec"]["selector"]["matchLabels"] == {"app": "fc-mesh-echo",
-                                                      mesh.CLUSTER_LABEL: "lab-a"}
+                                                      discover.CLUSTER_LABEL: "lab-a"}
     c = spec["containers"][0]
     assert c["securityContext"]["runAsNonRoot"] and c["securityContext"]["capabilities"] == {
         "drop": ["ALL"]}
     assert {"name": "CLUSTER_NAME", "value": "lab-a"} in c["env"]
     assert "HTTP_X_FORWARDED_CLIENT_CERT" in c["command"][-1]
-    pod = mesh.probe_pod(_Probes())  # type: ignore[arg-type]
+    pod = dataplane.probe_pod(_Probes())  # type: ignore[arg-type]
     assert pod["metadata"]["name"] == "fc-mesh-probe"
     assert pod["spec"]["containers"][0]["name"] == "curl"
     assert pod["spec"]["containers"][0]["image"] == "registry.example/curl:8"
@@ -156,11 +159,11 @@ def test_echo_and_probe_manifests_are_restricted() -> None:
 
 def test_namespace_labels_inject_and_set_pod_security() -> None:
     exp = Expectations().for_context("a")
-    assert mesh.namespace_labels(meshistio.ADAPTER, exp) == {
+    assert dataplane.namespace_labels(meshistio.ADAPTER, exp) == {
         "istio-injection": "enabled", "pod-security.kubernetes.io/enforce": "restricted"}
     exp["mesh"]["pod_security"] = "privileged"
     exp["mesh"]["istio"]["injection_label"] = "istio.io/rev=canary"
-    assert mesh.namespace_labels(meshistio.ADAPTER, exp) == {
+    assert dataplane.namespace_labels(meshistio.ADAPTER, exp) == {
         "istio.io/rev": "canary", "pod-security.kubernetes.io/enforce": "privileged"}
 
 
@@ -337,17 +340,17 @@ XFCC = ('By=spiffe://cluster.local/ns/fleetcheck-r-mesh/sa/default;'
 def test_parse_answer_and_xfcc() -> None:
     body = json.dumps({"cluster": "lab-b", "pod": "fc-mesh-echo-5d9", "podIP": "10.2.0.7",
                        "xfcc": XFCC})
-    answer = mesh.parse_answer(body + "\n")
+    answer = answers.parse_answer(body + "\n")
     assert answer is not None and answer.cluster == "lab-b"
     assert answer.client_identity == "spiffe://cluster.local/ns/fleetcheck-r-mesh/sa/default"
     assert answer.server_identity == answer.client_identity
-    assert mesh.parse_answer("no healthy upstream") is None
-    assert mesh.parse_answer('{"other": 1}') is None
-    two = mesh.parse_xfcc('By=spiffe://a;URI=spiffe://x,By=spiffe://b;Subject="CN=a,O=b";'
+    assert answers.parse_answer("no healthy upstream") is None
+    assert answers.parse_answer('{"other": 1}') is None
+    two = answers.parse_xfcc('By=spiffe://a;URI=spiffe://x,By=spiffe://b;Subject="CN=a,O=b";'
                           'URI=spiffe://y;DNS=d1;DNS=d2')
     assert [e["URI"] for e in two] == ["spiffe://x", "spiffe://y"]
     assert two[1]["Subject"] == "CN=a,O=b" and two[1]["DNS"] == "d1"
-    no_mtls = mesh.parse_answer(json.dumps({"cluster": "lab-b", "pod": "p", "podIP": "",
+    no_mtls = answers.parse_answer(json.dumps({"cluster": "lab-b", "pod": "p", "podIP": "",
                                             "xfcc": ""}))
     assert no_mtls is not None and no_mtls.client_identity is None
 
@@ -360,25 +363,25 @@ def test_batch_parsing_and_spread() -> None:
            "@@fc-req 3\nno healthy upstream\n@@fc-status 503 0.001\n@@fc-rc 0\n"
            "@@fc-req 4\ncurl: (28) Operation timed out after 5000 milliseconds\n"
            "@@fc-status 000 5.0\n@@fc-rc 28\n")
-    replies = mesh.parse_batch(out)
+    replies = answers.parse_batch(out)
     assert [r.status for r in replies] == [200, 200, 503, None]
     assert [r.ok for r in replies] == [True, True, False, False]
     assert replies[2].describe() == "HTTP 503 'no healthy upstream'"
     assert replies[3].describe().startswith("no answer (curl: (28) Operation timed out")
-    counts = mesh.spread(r.answer.cluster if r.ok and r.answer else None for r in replies)
+    counts = answers.spread(r.answer.cluster if r.ok and r.answer else None for r in replies)
     assert counts == {"(no answer)": 2, "lab-a": 1, "lab-b": 1}
-    assert mesh.spread_text({"lab-a": 15, "lab-b": 5}) == "lab-a: 15 (75%), lab-b: 5 (25%)"
-    assert "seq 1 20" in mesh.batch_script("http://x/", 20, 5)
+    assert answers.spread_text({"lab-a": 15, "lab-b": 5}) == "lab-a: 15 (75%), lab-b: 5 (25%)"
+    assert "seq 1 20" in answers.batch_script("http://x/", 20, 5)
 
 
 def test_recovery() -> None:
     def r(start: float, ok: bool) -> Request:
         return Request(start, start + 0.05, ok, "lab-c" if ok else "")
     reqs = [r(0.0, True), r(1.0, True), r(2.1, False), r(2.4, False), r(2.8, True), r(3.0, True)]
-    rto, failed = mesh.recovery(reqs, 2.0)
+    rto, failed = answers.recovery(reqs, 2.0)
     assert failed == 2 and rto == pytest.approx(0.45)
-    assert mesh.recovery([r(0, True), r(3, True)], 2.0) == (0.0, 0)
-    assert mesh.recovery([r(0, True), r(3, False)], 2.0) == (None, 1)
+    assert answers.recovery([r(0, True), r(3, True)], 2.0) == (0.0, 0)
+    assert answers.recovery([r(0, True), r(3, False)], 2.0) == (None, 1)
 
 
 def test_sidecar_problem() -> None:
@@ -391,11 +394,11 @@ def test_sidecar_problem() -> None:
         return k8s.V1Pod(spec=k8s.V1PodSpec(containers=[k8s.V1Container(name=c)
                                                         for c in containers]),
                          status=k8s.V1PodStatus(container_statuses=statuses))
-    assert "no istio-proxy sidecar was injected" in mesh.sidecar_problem(pod(["curl"]),
+    assert "no istio-proxy sidecar was injected" in dataplane.sidecar_problem(pod(["curl"]),
                                                                          "istio-proxy")
-    assert "running but not ready" in mesh.sidecar_problem(pod(["curl", "istio-proxy"], False),
+    assert "running but not ready" in dataplane.sidecar_problem(pod(["curl", "istio-proxy"], False),
                                                             "istio-proxy")
-    assert mesh.sidecar_problem(pod(["curl", "istio-proxy"], True), "istio-proxy") is None
+    assert dataplane.sidecar_problem(pod(["curl", "istio-proxy"], True), "istio-proxy") is None
 
 
 # --- expectations ---------------------------------------------------------------------------------
@@ -514,7 +517,7 @@ def fake_fleet(isolated_pytester: pytest.Pytester) -> Iterator[Path]:
 
 def test_skip_reasons_without_a_measurable_mesh(isolated_pytester: pytest.Pytester,
                                                 fake_fleet: Path) -> None:
-    suite = Path(mesh.__file__).resolve().parents[2] / "suites" / "test_mesh.py"
+    suite = Path(mesh.__file__).resolve().parents[3] / "suites" / "test_mesh.py"
     isolated_pytester.makepyfile(test_mesh=suite.read_text())
     result = isolated_pytester.runpytest("-p", "fleetcheck.plugin", f"--kubeconfig={fake_fleet}",
                                          "--contexts=lab-*", "-rs", "-q", "-p",
@@ -554,7 +557,7 @@ def _istiod_pod(name: str = "istiod-1", command: list[str] | None = None) -> dic
 
 
 def test_istiod_debug_through_the_pod_proxy_else_exec(monkeypatch: pytest.MonkeyPatch) -> None:
-    from fleetcheck.probes import ExecResult
+    from fleetcheck.kube.probes import ExecResult
 
     calls: list[str] = []
 
@@ -574,7 +577,7 @@ def test_istiod_debug_through_the_pod_proxy_else_exec(monkeypatch: pytest.Monkey
         return ExecResult(argv, 0, json.dumps(CLUSTERZ) + "\n", "", 0.1)
 
     monkeypatch.setattr(meshistio, "api_request", fake_request)
-    monkeypatch.setattr(mesh.MeshPod, "exec", fake_exec)
+    monkeypatch.setattr(dataplane.MeshPod, "exec", fake_exec)
     istiod = meshistio.Istiod(_ProbeSet(), Expectations().for_context("lab-a"))  # type: ignore[arg-type]
     pod = _istiod_pod(command=["/usr/local/bin/pilot-discovery"])
     assert istiod.call(pod, "debug/clusterz") == CLUSTERZ
@@ -588,7 +591,7 @@ def test_istiod_debug_through_the_pod_proxy_else_exec(monkeypatch: pytest.Monkey
 
 def test_istiod_unreadable_names_both_ways(monkeypatch: pytest.MonkeyPatch) -> None:
     from fleetcheck import Unknown
-    from fleetcheck.probes import ExecResult
+    from fleetcheck.kube.probes import ExecResult
 
     monkeypatch.setattr(meshistio, "api_request", lambda *a, **k: (401, ""))
 
@@ -596,7 +599,7 @@ def test_istiod_unreadable_names_both_ways(monkeypatch: pytest.MonkeyPatch) -> N
                   ) -> ExecResult:
         raise Unknown("cannot exec in probe pod istio-system/istiod-1 on lab-a: Forbidden")
 
-    monkeypatch.setattr(mesh.MeshPod, "exec", fake_exec)
+    monkeypatch.setattr(dataplane.MeshPod, "exec", fake_exec)
     istiod = meshistio.Istiod(_ProbeSet(), Expectations().for_context("lab-a"))  # type: ignore[arg-type]
     with pytest.raises(Unknown, match=r"cannot read debug/clusterz from istiod pod "
                        r"istio-system/istiod-1: pod proxy: HTTP 401 istiod serves it only to "
@@ -667,7 +670,7 @@ def test_parse_shards_groups_addresses_by_istio_cluster() -> None:
 def test_echo_pods_forbidden_is_unknown() -> None:
     """Listing the echo's pods refused (HTTP 403): an ``unknown`` naming the permission, not
     a kubernetes ``ForbiddenException`` traceback."""
-    from fleetcheck.verdicts import Unknown
+    from fleetcheck.core.verdicts import Unknown
     from kubernetes.client.exceptions import ApiException
 
     class Core:
@@ -683,7 +686,7 @@ def test_echo_pods_forbidden_is_unknown() -> None:
         target = _Target()
 
     with pytest.raises(Unknown) as raised:
-        mesh.echo_pods(Probes(), "fc-mesh")
+        dataplane.echo_pods(Probes(), "fc-mesh")
     assert raised.value.reason.startswith(
         "the identity of context lab-a is not permitted to list pods (core API group) in "
         "namespace fc-mesh (HTTP 403: ")

@@ -44,6 +44,6 @@ def test_console_scripts_are_declared() -> None:
     from importlib.metadata import entry_points
 
     scripts = {ep.name: ep.value for ep in entry_points(group="console_scripts")}
-    assert scripts.get("fleetcheck-janitor") == "fleetcheck.janitor:main"
-    assert scripts.get("fleetcheck-backup") == "fleetcheck.backup.cli:main"
-    assert scripts.get("fleetcheck-merge") == "fleetcheck.merge:main"
+    assert scripts.get("fleetcheck-janitor") == "fleetcheck.cli.janitor:main"
+    assert scripts.get("fleetcheck-backup") == "fleetcheck.cli.backup:main"
+    assert scripts.get("fleetcheck-merge") == "fleetcheck.report.merge:main"

@@ -394,7 +394,7 @@ from fleetcheck import Unknown
 
 @pytest.fixture
 def broken_probe():
-    from fleetcheck.evidence import text
+    from fleetcheck.core.evidence import text
     raise Unknown("probe pod never became Ready: ImagePullBackOff",
                   evidence=[text("events of pod probe-busybox", "Failed: ErrImagePull")])
 
@@ -637,7 +637,7 @@ def test_xdist_groups_per_context_and_only_controller_writes(pytester: pytest.Py
 
 
 def test_context_group_of_node_ids() -> None:
-    from fleetcheck.scheduling import context_group
+    from fleetcheck.plugin.scheduling import context_group
 
     names = ["lab-a", "lab-a-b", "lab-b", "lab-a->lab-b"]
     assert context_group("s.py::t[lab-a]", names) == "lab-a"

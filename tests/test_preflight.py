@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 from fchelpers import kubeconfig_dict
-from fleetcheck import preflight as preflight_mod
+from fleetcheck.kube import preflight as preflight_mod
 from kubernetes import client as k8s
 
 #: (status, content type, body) for one request path (``None``: every path)

@@ -7,8 +7,8 @@ import time
 import pytest
 import yaml
 from fchelpers import kubeconfig_dict
-from fleetcheck import progress as progress_mod
-from fleetcheck.progress import Progress, contexts_of
+from fleetcheck.core import progress as progress_mod
+from fleetcheck.core.progress import Progress, contexts_of
 
 
 def test_a_long_wait_is_reported_with_elapsed_time_and_a_short_one_is_not() -> None:

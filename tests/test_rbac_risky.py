@@ -4,8 +4,8 @@
 from __future__ import annotations
 
 import pytest
-from fleetcheck.expectations import Expectations, ExpectationsError
 from fleetcheck.rbac import allowlist, risky
+from fleetcheck.run.expectations import Expectations, ExpectationsError
 
 
 def _rule(verbs, resources=(), groups=("",), names=(), urls=()):
@@ -343,7 +343,7 @@ def test_expectations_reject_a_binding_name_allowlist_entry_at_load_time():
 
 def test_rule_texts_survive_the_scrubber():
     """The legend is evidence: no rule text may look like a credential (``token: x``)."""
-    from fleetcheck.scrub import Scrubber
+    from fleetcheck.core.scrub import Scrubber
 
     scrub = Scrubber()
     assert {k: scrub(v) for k, v in risky.RULES.items()} == risky.RULES

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 from fchelpers import kubeconfig_dict
-from fleetcheck import reportpage as page
+from fleetcheck.report import page
 
 PLUGIN = ("-p", "fleetcheck.plugin")
 TOKEN = "s3cr3t-token-abcdef0123456789"

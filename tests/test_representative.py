@@ -17,11 +17,13 @@ from typing import Any
 
 import pytest
 import yaml
-from fleetcheck import fedfailover, fedprobe, karmada
-from fleetcheck import kubeconfig as kubeconfig_mod
-from fleetcheck import preflight as preflight_mod
-from fleetcheck.targets import Target, assign_clusters, make_target, ordered_pairs
-from fleetcheck.verdicts import Unknown
+from fleetcheck.core import kubeconfig as kubeconfig_mod
+from fleetcheck.core.targets import Target, assign_clusters, make_target, ordered_pairs
+from fleetcheck.core.verdicts import Unknown
+from fleetcheck.federation import failover as fedfailover
+from fleetcheck.federation import karmada
+from fleetcheck.federation import probe as fedprobe
+from fleetcheck.kube import preflight as preflight_mod
 
 PLUGIN = ("-p", "fleetcheck.plugin")
 EVERYTHING = {r.key: True for r in preflight_mod.ACCESS_REVIEWS}

@@ -11,9 +11,10 @@ import types
 import pytest
 import yaml
 from fchelpers import kubeconfig_dict
-from fleetcheck import locks, nodedrain
-from fleetcheck.restore import Ledger
-from fleetcheck.verdicts import Unknown
+from fleetcheck.core.verdicts import Unknown
+from fleetcheck.failover import drain as nodedrain
+from fleetcheck.kube import locks
+from fleetcheck.run.restore import Ledger
 from kubernetes.client.exceptions import ApiException
 
 
@@ -247,7 +248,7 @@ def test_a_stop_hook_that_raises_does_not_stop_the_others_nor_the_report(
 
 
 def test_janitor_mark_recognises_run_ids_and_shards_only() -> None:
-    from fleetcheck.janitor import _is_run_mark
+    from fleetcheck.cli.janitor import _is_run_mark
 
     assert _is_run_mark("fc-20261207-120000-ab12")
     assert _is_run_mark("fc-20261207-120000-ab12-s2")
@@ -262,7 +263,8 @@ def _janitor_target(monkeypatch: pytest.MonkeyPatch, phase: str, beat: bool | No
                     core: FakeCore) -> tuple:
     import argparse
 
-    from fleetcheck import janitor, probes
+    from fleetcheck.cli import janitor
+    from fleetcheck.kube import probes
 
     run = "fc-20261207-120000-ab12"
     ns = types.SimpleNamespace(

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from fleetcheck import evidence as ev
-from fleetcheck.kubeconfig import load
-from fleetcheck.scrub import REDACTED, Scrubber
+from fleetcheck.core import evidence as ev
+from fleetcheck.core.kubeconfig import load
+from fleetcheck.core.scrub import REDACTED, Scrubber
 from kubernetes import client as k8s
 
 
@@ -289,13 +289,13 @@ def test_evidence_json_and_object_go_through_the_same_cleaning() -> None:
     ("", ""),
 ])
 def test_printable(raw: str, shown: str) -> None:
-    from fleetcheck.scrub import printable
+    from fleetcheck.core.scrub import printable
 
     assert printable(raw) == shown
 
 
 def test_printable_output_has_no_control_character_but_newline_and_tab() -> None:
-    from fleetcheck.scrub import printable
+    from fleetcheck.core.scrub import printable
 
     every = "".join(chr(c) for c in [*range(0xa0), 0x202a, 0x202e, 0x2066, 0x2069])
     out = printable(every)

@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 from fchelpers import kubeconfig_dict
-from fleetcheck import merge, report, shard
+from fleetcheck.core import shard
+from fleetcheck.report import merge
+from fleetcheck.report import results as report
 
 PLUGIN = ("-p", "fleetcheck.plugin")
 
@@ -358,7 +360,7 @@ def test_merge_help_and_module_entry(pytester: pytest.Pytester) -> None:
     import subprocess
     import sys
 
-    proc = subprocess.run([sys.executable, "-m", "fleetcheck.merge", "--help"],
+    proc = subprocess.run([sys.executable, "-m", "fleetcheck.report.merge", "--help"],
                           capture_output=True, text=True, check=False)
     assert proc.returncode == 0 and "--out DIR" in proc.stdout
     script = Path(sys.executable).with_name("fleetcheck-merge")

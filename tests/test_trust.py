@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 import yaml
 from fchelpers import kubeconfig_dict
-from fleetcheck import credentials
-from fleetcheck import kubeconfig as kubeconfig_mod
+from fleetcheck.core import credentials
+from fleetcheck.core import kubeconfig as kubeconfig_mod
+from fleetcheck.core.targets import assign_clusters, build_api_client, make_target, ordered_pairs
 from fleetcheck.plugin import EXIT_CONFORMANT, EXIT_NON_CONFORMANT, EXIT_UNKNOWN
-from fleetcheck.targets import assign_clusters, build_api_client, make_target, ordered_pairs
 
 PLUGIN = ("-p", "fleetcheck.plugin")
 TWO_CHECKS = '''
@@ -271,7 +271,7 @@ def test_client_key_data_never_reaches_a_temporary_file(tmp_path: Path,
 def test_lease_freshness_against_the_servers_clock() -> None:
     import datetime as dt
 
-    from fleetcheck import leases
+    from fleetcheck.kube import leases
     from kubernetes import client as k8s
 
     now = dt.datetime(2026, 1, 1, 12, 0, 0, tzinfo=dt.UTC)
@@ -291,7 +291,7 @@ def test_lease_freshness_against_the_servers_clock() -> None:
 
 
 def test_scheduling_problem_of_pods() -> None:
-    from fleetcheck.probes import pod_readiness, scheduling_problem
+    from fleetcheck.kube.probes import pod_readiness, scheduling_problem
     from kubernetes import client as k8s
 
     unscheduled = k8s.V1Pod(spec=k8s.V1PodSpec(containers=[]),
@@ -328,8 +328,8 @@ def test_a_failing_test_that_is_not_a_check_still_fails_the_run(pytester: pytest
 def test_tools_outside_a_run_bound_exec_plugins_too(tmp_path: Path,
                                                     capsys: pytest.CaptureFixture[str]) -> None:
     """The janitor and the backup tool run a failing plugin once, bounded, and say so."""
-    from fleetcheck import janitor
-    from fleetcheck.backup import cli as backup_cli
+    from fleetcheck.cli import backup as backup_cli
+    from fleetcheck.cli import janitor
 
     script = plugin_script(tmp_path / "fail", 'echo "no session; password=hunter2hunter2" >&2; '
                                                "exit 3")

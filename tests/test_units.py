@@ -8,11 +8,19 @@ import hashlib
 from pathlib import Path
 
 import pytest
-from fleetcheck import evidence as ev
-from fleetcheck.checks import CheckInfo
-from fleetcheck.images import DEFAULT_IMAGES, ImageError, resolve
-from fleetcheck.options import RUN_ID_RE, default_run_id
-from fleetcheck.probes import (
+from fleetcheck.core import evidence as ev
+from fleetcheck.core.checks import CheckInfo
+from fleetcheck.core.images import DEFAULT_IMAGES, ImageError, resolve
+from fleetcheck.core.scrub import REDACTED, Scrubber
+from fleetcheck.core.verdicts import (
+    Finding,
+    NonConformant,
+    Unknown,
+    Verdict,
+    combine,
+    verdict_for_phase,
+)
+from fleetcheck.kube.probes import (
     ExecResult,
     _exit_code_from_status,
     is_transient,
@@ -22,9 +30,13 @@ from fleetcheck.probes import (
     restricted_pod,
     with_deadline,
 )
-from fleetcheck.report import ResultsCollector, render_metrics, strip_group, write_sha256sums
-from fleetcheck.scrub import REDACTED, Scrubber
-from fleetcheck.verdicts import Finding, NonConformant, Unknown, Verdict, combine, verdict_for_phase
+from fleetcheck.report.results import (
+    ResultsCollector,
+    render_metrics,
+    strip_group,
+    write_sha256sums,
+)
+from fleetcheck.run.settings import RUN_ID_RE, default_run_id
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
@@ -232,8 +244,8 @@ def test_with_deadline() -> None:
 
 
 def test_lookup_batch_splits_answers_per_name() -> None:
-    from fleetcheck.netprobe import parse_lookup_batch
-    from fleetcheck.probes import ExecResult
+    from fleetcheck.kube.probes import ExecResult
+    from fleetcheck.kube.traffic import parse_lookup_batch
 
     out = (
         "@@fc-lookup 0\nServer:\t\t10.96.0.10\nAddress:\t10.96.0.10:53\n\n"

@@ -3,7 +3,7 @@ Ready, one exec, delete), counting the pods a fleetcheck run creates, the Servic
 50-context part, and the loopback listener that accepts and never answers.
 
 Everything talks to the lab through the official kubernetes Python client, with clients built
-by fleetcheck's own loader (``fleetcheck.targets.build_api_client``: the context's entries only,
+by fleetcheck's own loader (``fleetcheck.core.targets.build_api_client``: the context's entries only,
 client keys in memory).  Every object created here is labelled
 ``app.kubernetes.io/managed-by=fleetcheck-bench`` and removed by :meth:`Cleanup.run`.
 """
@@ -23,8 +23,8 @@ from typing import Any
 
 import yaml
 from benchlib import BENCH_LABEL, SA_NAMESPACE
-from fleetcheck import kubeconfig as kubeconfig_mod
-from fleetcheck.targets import build_api_client
+from fleetcheck.core import kubeconfig as kubeconfig_mod
+from fleetcheck.core.targets import build_api_client
 from kubernetes import client as k8s
 from kubernetes import watch as k8s_watch
 from kubernetes.client.exceptions import ApiException

@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fleetcheck import kubeconfig as kubeconfig_mod
-from fleetcheck.targets import build_api_client
+from fleetcheck.core import kubeconfig as kubeconfig_mod
+from fleetcheck.core.targets import build_api_client
 from kubernetes import client as k8s
 
 REPO = Path(__file__).resolve().parents[2]

@@ -81,7 +81,7 @@ def kill9(proc: subprocess.Popen) -> None:
 
 
 def janitor(kubeconfig: Path, contexts: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "fleetcheck.janitor",
+    return subprocess.run([sys.executable, "-m", "fleetcheck.cli.janitor",
                            f"--kubeconfig={kubeconfig}", f"--contexts={contexts}", *args],
                           capture_output=True, text=True, timeout=120, check=False,
                           cwd=fclab.REPO)

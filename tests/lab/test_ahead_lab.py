@@ -1,4 +1,4 @@
-"""Checks run ahead (fleetcheck.ahead) against the real lab: the checks of every context
+"""Checks run ahead (fleetcheck.plugin.ahead) against the real lab: the checks of every context
 overlap, each runs exactly once, and pytest reports the same verdicts, messages and evidence
 as when they run one at a time; checks that must not overlap do not."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fclab import REPO, probe_project, results, run
-from fleetcheck.ahead import PREWARM_FIRST_S
+from fleetcheck.plugin.ahead import PREWARM_FIRST_S
 
 CHECKS = '''
 import os, threading, time

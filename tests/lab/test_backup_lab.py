@@ -27,12 +27,12 @@ import pytest
 import yaml
 from backupkit import public_key_file, run_cli
 from fclab import CLUSTERS, LAB_IMAGES, core, pytest_cmd, wait_run_gone
-from fleetcheck import kubeconfig as kubeconfig_mod
 from fleetcheck.backup import ExitCode, signing
 from fleetcheck.backup import suite as kit
 from fleetcheck.backup.suite import archive_text_contains
-from fleetcheck.probes import expiry_of
-from fleetcheck.targets import build_api_client
+from fleetcheck.core import kubeconfig as kubeconfig_mod
+from fleetcheck.core.targets import build_api_client
+from fleetcheck.kube.probes import expiry_of
 from kubernetes import watch as k8s_watch
 from labkit import IMAGE, KUBECONFIG, KUBECTL, REPO, kubectl
 

@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fleetcheck import failovercli as fo
-from fleetcheck import karmada
-from fleetcheck import kubeconfig as kubeconfig_mod
-from fleetcheck.targets import build_api_client
+from fleetcheck.cli import failover as fo
+from fleetcheck.core import kubeconfig as kubeconfig_mod
+from fleetcheck.core.targets import build_api_client
+from fleetcheck.federation import karmada
 from labkit import (
     IMAGE,
     KUBECONFIG,

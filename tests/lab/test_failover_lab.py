@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 from fclab import LAB_IMAGES, REPO, core, results, run, wait_run_gone
-from fleetcheck.nodedrain import CORDONED_BY
+from fleetcheck.failover.drain import CORDONED_BY
 from labkit import kubectl
 
 SUITE = "suites/test_failover.py"

@@ -71,7 +71,7 @@ def _lab_args(kubeconfig: Path, expectations: Path, run_id: str) -> list[str]:
 def test_import_is_ours(installed: Installed, tmp_path: Path) -> None:
     """From an empty directory the venv imports fleetcheck from its site-packages, with the
     catalogue inside it, and there is no top-level ``fixtures`` (a PyPI name) of ours."""
-    code = ("import importlib.util, fleetcheck, fleetcheck.collection as c; "
+    code = ("import importlib.util, fleetcheck, fleetcheck.plugin.collection as c; "
             "print(fleetcheck.__file__); print(c.suites_dir()); "
             "print(importlib.util.find_spec('fixtures'))")
     out = subprocess.run([str(installed.bin("python")), "-c", code], cwd=tmp_path,

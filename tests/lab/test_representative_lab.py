@@ -14,7 +14,7 @@ from typing import Any
 import fclab
 import labkit
 import pytest
-from fleetcheck import kubeconfig as kubeconfig_mod
+from fleetcheck.core import kubeconfig as kubeconfig_mod
 
 # the federation and failover checks need the lab's Karmada (`scripts/lab up`, not --stage core)
 pytestmark = pytest.mark.full_lab

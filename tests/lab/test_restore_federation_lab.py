@@ -17,7 +17,7 @@ import fclab
 import labkit
 import pytest
 import yaml
-from fleetcheck.fedfailover import CHECK_TAINTS, DRAIN_TAINT
+from fleetcheck.federation.failover import CHECK_TAINTS, DRAIN_TAINT
 from labkit import wait_for
 from restore_faults import FaultProxy, background_run, janitor, kill9
 
@@ -159,7 +159,7 @@ def test_sigkill_mid_drain_janitor_removes_the_taints_once_the_heartbeat_is_stal
     proc = background_run(_args(lab_kubeconfig, tmp_path / "report-kill", run_id, exp,
                                 "-k", "test_drain"), log)
     try:
-        from fleetcheck.fedfailover import CORDON_TAINT
+        from fleetcheck.federation.failover import CORDON_TAINT
 
         member = wait_for("the run's cordon taint", lambda: _tainted_by(run_id, CORDON_TAINT),
                           300, 0.5, why=lambda: log.read_text()[-3000:])

@@ -18,7 +18,7 @@ from pathlib import Path
 import fclab
 import pytest
 import yaml
-from fleetcheck.nodedrain import CORDONED_BY
+from fleetcheck.failover.drain import CORDONED_BY
 from labkit import KUBECTL, kubectl, wait_for
 from restore_faults import FaultProxy, background_run, janitor, kill9
 

@@ -11,7 +11,7 @@ import subprocess
 from pathlib import Path
 
 from fclab import CLUSTERS, LAB_IMAGES, REPO, pytest_cmd, results, run, wait_run_gone
-from fleetcheck import merge
+from fleetcheck.report import merge
 
 SUITES = ["suites/test_connectivity.py", "suites/test_dns.py"]
 EXPECTATIONS = REPO / "scripts" / "lab" / "expectations.yaml"
