@@ -1,7 +1,7 @@
 """Pure logic of scripts/bench-suites: parsing pytest output and results.json, medians and
 ratios, the kubeconfig and expectations the 50-context part generates, table formatting.
 
-Nothing here touches a cluster, a process or the network (tests/test_bench_suites.py).
+Nothing here touches a cluster, a process or the network (tests/scripts/test_bench_suites.py).
 """
 
 from __future__ import annotations

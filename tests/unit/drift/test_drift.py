@@ -342,7 +342,7 @@ def test_read_cluster_forbidden_and_errors() -> None:
 def _load_suite() -> Any:
     import importlib.util
     from pathlib import Path
-    path = Path(__file__).resolve().parents[1] / "suites" / "test_consistency.py"
+    path = Path(__file__).resolve().parents[3] / "suites" / "test_consistency.py"
     spec = importlib.util.spec_from_file_location("fc_suite_consistency", path)
     module = importlib.util.module_from_spec(spec)
     assert spec.loader is not None

@@ -7,7 +7,7 @@ from pathlib import Path
 import fleetcheck
 import fleetcheck.plugin
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_fleetcheck_is_imported_from_this_checkout() -> None:

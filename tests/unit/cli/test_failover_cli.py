@@ -15,7 +15,7 @@ from fleetcheck.cli import failover as fo
 from fleetcheck.federation import karmada
 from kubernetes.client.exceptions import ApiException
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[3]
 TOKEN = "s3cr3t-failover-token-0123456789"
 
 

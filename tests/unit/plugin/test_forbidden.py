@@ -416,7 +416,7 @@ def _suite(name: str) -> Any:
     """A module of the catalogue (suites/), imported under a name of its own."""
     import importlib.util
 
-    path = Path(__file__).resolve().parents[1] / "suites" / f"{name}.py"
+    path = Path(__file__).resolve().parents[3] / "suites" / f"{name}.py"
     spec = importlib.util.spec_from_file_location(f"fc_forbidden_{name}", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

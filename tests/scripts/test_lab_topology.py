@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts" / "lab"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts" / "lab"))
 
 import topology
 

@@ -124,7 +124,7 @@ def test_sample_deployment_runs_the_given_probe_image() -> None:
 
 def test_no_lab_image_in_backup_code() -> None:
     """No image reference of the local lab in the backup checks or their helpers."""
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[3]
     files = [repo / "suites" / "test_backup.py",
              *sorted((repo / "fixtures" / "fleetcheck" / "backup").glob("*.py"))]
     offenders = [f.name for f in files if "lab.fleetcheck.invalid" in f.read_text()]
