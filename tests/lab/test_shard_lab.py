@@ -11,7 +11,7 @@ import subprocess
 from pathlib import Path
 
 from fclab import CLUSTERS, LAB_IMAGES, REPO, pytest_cmd, results, run, wait_run_gone
-from fleetcheck.report import merge
+from fleetcheck.cli import merge as merge_cli
 
 SUITES = ["suites/test_connectivity.py", "suites/test_dns.py"]
 EXPECTATIONS = REPO / "scripts" / "lab" / "expectations.yaml"
@@ -58,7 +58,7 @@ def test_three_concurrent_shards_merge_to_the_unsharded_verdicts(
                 assert name.startswith(f"fleetcheck-{run_id}-s{k}"), (k, ctx, name)
 
     out = tmp_path / "merged"
-    code = merge.main(["--out", str(out), *map(str, dirs)])
+    code = merge_cli.main(["--out", str(out), *map(str, dirs)])
     assert code == proc.returncode, proc.stdout[-2000:]
     assert _verdicts(out) == expected
     assert results(out)["summary"] == results(whole)["summary"]

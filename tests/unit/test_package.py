@@ -46,4 +46,4 @@ def test_console_scripts_are_declared() -> None:
     scripts = {ep.name: ep.value for ep in entry_points(group="console_scripts")}
     assert scripts.get("fleetcheck-janitor") == "fleetcheck.cli.janitor:main"
     assert scripts.get("fleetcheck-backup") == "fleetcheck.cli.backup:main"
-    assert scripts.get("fleetcheck-merge") == "fleetcheck.report.merge:main"
+    assert scripts.get("fleetcheck-merge") == "fleetcheck.cli.merge:main"

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 from fchelpers import kubeconfig_dict
+from fleetcheck.cli import merge as merge_cli
 from fleetcheck.core import shard
 from fleetcheck.report import merge
 from fleetcheck.report import results as report
@@ -188,7 +189,7 @@ def test_shards_split_the_run_exactly_and_merge_to_the_unsharded_verdicts(
     assert fleet_evidence["evidence"][0]["content"] == "r1-s1"
 
     out = pytester.path / "merged"
-    code = merge.main(["--out", str(out), *map(str, reversed(dirs))])
+    code = merge_cli.main(["--out", str(out), *map(str, reversed(dirs))])
     printed = capsys.readouterr().out
     assert code == whole.ret == 1, printed
     merged = results(out)
@@ -210,7 +211,7 @@ def test_shards_split_the_run_exactly_and_merge_to_the_unsharded_verdicts(
     assert metrics.endswith("# EOF\n") and 'fleetcheck_checks{run_id="r1",verdict="unknown"}' \
         in metrics
     # --no-exit-code
-    assert merge.main(["--out", str(pytester.path / "again"), "--no-exit-code", "-q",
+    assert merge_cli.main(["--out", str(pytester.path / "again"), "--no-exit-code", "-q",
                        *map(str, dirs)]) == 0
 
 
@@ -255,7 +256,7 @@ def test_more_shards_than_clusters_gives_empty_shards_that_merge(
     assert "test_checks.py::test_pair[no-pairs]" in first  # placeholder in shard 1 only
     assert all(not results(d)["checks"] for d in dirs[1:])
     out = pytester.path / "merged"
-    assert merge.main(["--out", str(out), *map(str, dirs)]) == whole.ret
+    assert merge_cli.main(["--out", str(out), *map(str, dirs)]) == whole.ret
     assert verdicts(out) == verdicts(pytester.path / "reports/whole")
     capsys.readouterr()
 
@@ -274,7 +275,7 @@ def two_shards(pytester: pytest.Pytester, fleet: Path) -> list[Path]:
 
 
 def refused(capsys: pytest.CaptureFixture[str], out: Path, *dirs: Path | str) -> str:
-    code = merge.main(["--out", str(out), *map(str, dirs)])
+    code = merge_cli.main(["--out", str(out), *map(str, dirs)])
     err = capsys.readouterr().err
     assert code == 2, err
     assert not out.exists(), "a refused merge wrote something"
@@ -352,7 +353,7 @@ def test_merge_refuses_tampered_unfinished_and_overlapping_shards(
     assert "were run by more than one shard" in err
     out.mkdir()
     (out / "keep").write_text("x")
-    assert merge.main(["--out", str(out), *map(str, two_shards)]) == 2
+    assert merge_cli.main(["--out", str(out), *map(str, two_shards)]) == 2
     assert "exists and is not an empty directory" in capsys.readouterr().err
 
 
@@ -360,7 +361,7 @@ def test_merge_help_and_module_entry(pytester: pytest.Pytester) -> None:
     import subprocess
     import sys
 
-    proc = subprocess.run([sys.executable, "-m", "fleetcheck.report.merge", "--help"],
+    proc = subprocess.run([sys.executable, "-m", "fleetcheck.cli.merge", "--help"],
                           capture_output=True, text=True, check=False)
     assert proc.returncode == 0 and "--out DIR" in proc.stdout
     script = Path(sys.executable).with_name("fleetcheck-merge")
@@ -378,7 +379,7 @@ PASSING = ("-k", "fleet or skipped")
 def merged(pytester: pytest.Pytester, capsys: pytest.CaptureFixture[str], *dirs: Path,
            flags: tuple[str, ...] = ()) -> tuple[int, dict, str]:
     out = pytester.path / f"merged-{len(list(pytester.path.glob('merged-*')))}"
-    code = merge.main(["--out", str(out), *flags, *map(str, dirs)])
+    code = merge_cli.main(["--out", str(out), *flags, *map(str, dirs)])
     printed = capsys.readouterr()
     assert (out / "results.json").is_file(), printed.err
     return code, results(out), printed.out
