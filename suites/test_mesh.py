@@ -15,12 +15,10 @@ import shlex
 import time
 
 import pytest
-from fleetcheck import CheckInfo, Evidence, Pair, Target, Unknown
+from fleetcheck import CheckInfo, Evidence, FleetRun, Pair, Target, Unknown
 from fleetcheck.kube import traffic as netprobe
 from fleetcheck.kube.workloads import ready_endpoint_ips
-from fleetcheck.mesh import answers, dataplane, discover
-from fleetcheck.mesh import istio as meshistio
-from fleetcheck.run.fleet import FleetRun
+from fleetcheck.mesh import answers, dataplane, discover, istio
 
 pytestmark = [pytest.mark.mesh, pytest.mark.workloads]
 
@@ -47,8 +45,8 @@ def test_control_plane(target: Target, fleet: FleetRun, check: CheckInfo, eviden
     Istio cluster name no other cluster uses.  istiod's version, the cluster name, mesh ID,
     trust domain and network are recorded."""
     peers = _istio(fleet, target)
-    selector = meshistio.settings(expectations)["istiod_selector"]
-    cp = meshistio.control_plane(fleet, target.name)
+    selector = istio.settings(expectations)["istiod_selector"]
+    cp = istio.control_plane(fleet, target.name)
     evidence.table("istiod Deployments", ["Deployment", "ready", "Available", "image"],
                    cp.deployment_rows())
     evidence.table("istiod versions", ["pod", "version"], sorted(cp.versions.items()))
@@ -59,7 +57,7 @@ def test_control_plane(target: Target, fleet: FleetRun, check: CheckInfo, eviden
                     for w in cp.webhooks])
     evidence.table(f"{target.name}: Istio facts", ["fact", "value", "from"], cp.facts_rows())
     if cp.root_pem:
-        subjects = meshistio.certificate_subjects(cp.root_pem)
+        subjects = istio.certificate_subjects(cp.root_pem)
         if subjects:
             evidence.text("root certificate(s)", "\n".join(subjects))
     problems = cp.deployment_problems(selector) + cp.webhook_problems()
@@ -67,13 +65,13 @@ def test_control_plane(target: Target, fleet: FleetRun, check: CheckInfo, eviden
         problems.append(cp.root_problem)
 
     # the fleet: root of trust, mesh ID and cluster names of every Istio cluster
-    planes: dict[str, meshistio.ControlPlane] = {target.name: cp}
+    planes: dict[str, istio.ControlPlane] = {target.name: cp}
     unread: list[str] = []
     for peer in peers:
         if peer == target.name:
             continue
         try:
-            planes[peer] = meshistio.control_plane(fleet, peer)
+            planes[peer] = istio.control_plane(fleet, peer)
         except Unknown as exc:
             unread.append(f"{peer}: {exc.reason}")
     evidence.table("the fleet's Istio clusters",
@@ -96,13 +94,13 @@ def test_control_plane(target: Target, fleet: FleetRun, check: CheckInfo, eviden
         observed="; ".join(problems))
 
 
-def _fleet_problems(me: str, planes: dict[str, meshistio.ControlPlane]) -> list[str]:
+def _fleet_problems(me: str, planes: dict[str, istio.ControlPlane]) -> list[str]:
     """How ``me`` differs from the majority of the fleet's Istio clusters."""
     problems = []
     mine = planes[me]
     roots = {n: p.root_fingerprints for n, p in planes.items() if p.root_fingerprints}
     if mine.root_fingerprints and len(roots) > 1:
-        common, holders = meshistio.majority(roots)
+        common, holders = istio.majority(roots)
         others = {n: fp for n, fp in roots.items() if fp != mine.root_fingerprints}
         if common is None and others:
             problems.append(
@@ -116,7 +114,7 @@ def _fleet_problems(me: str, planes: dict[str, meshistio.ControlPlane]) -> list[
                 f"{', '.join(common)} (mTLS between them fails)")
     ids = {n: p.mesh_id for n, p in planes.items()}
     if len(ids) > 1:
-        common_id, holders = meshistio.majority(ids)
+        common_id, holders = istio.majority(ids)
         if common_id is not None and common_id != mine.mesh_id:
             problems.append(f"mesh ID {mine.mesh_id or '(not set)'!r} differs from "
                             f"{common_id or '(not set)'!r} of {', '.join(holders)}")
@@ -144,26 +142,26 @@ def test_remote_clusters(target: Target, fleet: FleetRun, check: CheckInfo, evid
     names: dict[str, tuple[str, str]] = {}
     for peer in peers:
         try:
-            names[peer] = meshistio.cluster_name(fleet, peer, expectations)
+            names[peer] = istio.cluster_name(fleet, peer, expectations)
         except Unknown as exc:
             raise Unknown(f"cannot tell the Istio cluster name of {peer} ({exc.reason}); "
                           "declare it in expectations mesh.cluster_names") from None
-    own, own_source = meshistio.cluster_name(fleet, target.name, expectations)
+    own, own_source = istio.cluster_name(fleet, target.name, expectations)
     evidence.table("expected remote clusters", ["context", "Istio cluster name", "from"],
                    [[p, *names[p]] for p in peers])
-    istiod = meshistio.Istiod(fleet.probes(target.name), expectations)
+    istiod = istio.Istiod(fleet.probes(target.name), expectations)
     timeout = float(_settings(expectations)["propagation_timeout_s"])
 
-    def read() -> dict[str, list[meshistio.RemoteCluster]]:
-        return {pod: meshistio.parse_clusterz(data)
+    def read() -> dict[str, list[istio.RemoteCluster]]:
+        return {pod: istio.parse_clusterz(data)
                 for pod, data in istiod.each("debug/clusterz").items()}
 
-    def problems_of(seen: dict[str, list[meshistio.RemoteCluster]]) -> list[str]:
+    def problems_of(seen: dict[str, list[istio.RemoteCluster]]) -> list[str]:
         out = []
         for pod, clusters in sorted(seen.items()):
             by_id = {c.id: c for c in clusters}
             listing = ", ".join(c.describe() for c in clusters) or "nothing"
-            config = meshistio.config_cluster(clusters)
+            config = istio.config_cluster(clusters)
             if config is not None and not config.synced:
                 out.append(f"istiod {pod}: its own cluster {config.id} is {config.status}")
             for peer in peers:
@@ -184,7 +182,7 @@ def test_remote_clusters(target: Target, fleet: FleetRun, check: CheckInfo, evid
         return out
 
     try:
-        seen, waited = meshistio.wait_until(read, lambda s: not problems_of(s), timeout,
+        seen, waited = istio.wait_until(read, lambda s: not problems_of(s), timeout,
                                             fleet.probes(target.name).pause)
     except (TypeError, ValueError) as exc:
         raise Unknown(f"{target.name}: istiod's debug/clusterz is not what Istio writes: "
@@ -205,7 +203,7 @@ def test_remote_clusters(target: Target, fleet: FleetRun, check: CheckInfo, evid
 
 def _links_read_the_right_clusters(target: Target, fleet: FleetRun, check: CheckInfo,
                                    evidence: Evidence, expectations: dict,
-                                   istiod: meshistio.Istiod, names: dict[str, str]) -> None:
+                                   istiod: istio.Istiod, names: dict[str, str]) -> None:
     """A synced link may still read another cluster (a remote secret holding the wrong API
     address or credentials): the API server endpoints istiod holds for each peer (its
     ``debug/endpointShardz`` for ``kubernetes.default``) must be the ones that peer's own API
@@ -219,7 +217,7 @@ def _links_read_the_right_clusters(target: Target, fleet: FleetRun, check: Check
         except Exception as exc:  # noqa: BLE001 - that peer is then not compared
             evidence.text(f"{context}: API server endpoints not read", str(exc)[:300])
     try:
-        shards = {pod: meshistio.parse_shards(data, host, "default")
+        shards = {pod: istio.parse_shards(data, host, "default")
                   for pod, data in istiod.each("debug/endpointShardz").items()}
     except (TypeError, ValueError) as exc:
         raise Unknown(f"{target.name}: istiod's debug/endpointShardz is not what Istio "
@@ -283,16 +281,16 @@ def test_proxies_synced(target: Target, fleet: FleetRun, check: CheckInfo, evide
     wanted = [here.probe_pod] + [p.metadata.name for p in echoes
                                  if p.metadata.name not in without]
     ids = [f"{pod}.{here.namespace}" for pod in wanted]
-    istiod = meshistio.Istiod(probes, expectations)
+    istiod = istio.Istiod(probes, expectations)
     timeout = float(_settings(expectations)["propagation_timeout_s"])
 
-    def read() -> dict[str, meshistio.ProxySync]:
-        merged: dict[str, meshistio.ProxySync] = {}
+    def read() -> dict[str, istio.ProxySync]:
+        merged: dict[str, istio.ProxySync] = {}
         for pod, data in istiod.each(f"debug/syncz?namespace={here.namespace}").items():
-            merged.update(meshistio.parse_syncz(data, pod))
+            merged.update(istio.parse_syncz(data, pod))
         return merged
 
-    def problems_of(seen: dict[str, meshistio.ProxySync]) -> list[str]:
+    def problems_of(seen: dict[str, istio.ProxySync]) -> list[str]:
         out = [f"echo pod {pod}.{here.namespace}: {why}" for pod, why in sorted(without.items())]
         for proxy in ids:
             sync = seen.get(proxy)
@@ -303,7 +301,7 @@ def test_proxies_synced(target: Target, fleet: FleetRun, check: CheckInfo, evide
         return out
 
     try:
-        seen, waited = meshistio.wait_until(read, lambda s: not problems_of(s) or (
+        seen, waited = istio.wait_until(read, lambda s: not problems_of(s) or (
             len(problems_of(s)) == len(without)), timeout, probes.pause)
     except (TypeError, ValueError) as exc:
         raise Unknown(f"{target.name}: istiod's debug/syncz is not what Istio writes: "
