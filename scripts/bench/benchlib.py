@@ -47,6 +47,8 @@ class RunResult:
     max_rss_kib: int | None = None
     #: largest sum of RSS over the process tree, sampled every 0.25 s, KiB
     tree_rss_kib: int | None = None
+    #: CPU seconds (user + system) of the process and the children it waited for (wait4)
+    cpu_s: float | None = None
     #: pods created per cluster in the run's probe namespaces (cluster -> count)
     pods: dict[str, int] | None = None
     pods_ready: dict[str, int] | None = None
@@ -181,7 +183,7 @@ class Series:
     def to_dict(self) -> dict[str, Any]:
         return {"label": self.label, "runs": [r.to_dict() for r in self.runs],
                 "median": {a: self.med(a) for a in ("wall_s", "pytest_s", "collect_s",
-                                                    "max_rss_kib", "tree_rss_kib")}}
+                                                    "max_rss_kib", "tree_rss_kib", "cpu_s")}}
 
 
 # --- ratios ----------------------------------------------------------------------------------
@@ -429,7 +431,8 @@ def series_rows(series: Sequence[Series]) -> list[list[str]]:
         bad = [r for r in s.runs if not r.ok]
         rows.append([
             s.label, f"{len(s.ok_runs)}/{len(s.runs)}", fmt_s(s.med("wall_s")),
-            fmt_s(s.med("pytest_s")), fmt_s(s.med("collect_s")), fmt_counts(s.counts()),
+            fmt_s(s.med("pytest_s")), fmt_s(s.med("cpu_s")), fmt_s(s.med("collect_s")),
+            fmt_counts(s.counts()),
             fmt_mib(s.med("tree_rss_kib")), fmt_mib(s.med("max_rss_kib")),
             fmt_pods(s.runs[0].pods if s.runs else None),
             "; ".join(sorted({r.error or "" for r in bad}))[:60] or "",
@@ -437,5 +440,5 @@ def series_rows(series: Sequence[Series]) -> list[list[str]]:
     return rows
 
 
-SERIES_HEADERS = ["run", "ok", "wall s", "pytest s", "collect s",
+SERIES_HEADERS = ["run", "ok", "wall s", "pytest s", "CPU s", "collect s",
                   "conf/non/unk/skip", "tree MiB", "proc MiB", "pods created", "problems"]

@@ -200,12 +200,13 @@ def test_format_table_and_rows() -> None:
     assert lines[3] == "three serial    12.5"
     s = bl.Series("three", [bl.RunResult("r1", wall_s=12.0, pytest_s=10.0,
                                          counts={"conformant": 5, "skipped": 1},
-                                         tree_rss_kib=300 * 1024, pods={"lab-a": 3}),
+                                         tree_rss_kib=300 * 1024, pods={"lab-a": 3},
+                                         cpu_s=7.5),
                             bl.RunResult("r2", error="no results.json (exit 4)")])
     row = bl.series_rows([s])[0]
-    assert row[:4] == ["three", "1/2", "12.0", "10.0"]
-    assert row[5] == "5/0/0/1" and row[6] == "300" and row[8] == "lab-a:3"
-    assert row[9] == "no results.json (exit 4)"
+    assert row[:5] == ["three", "1/2", "12.0", "10.0", "7.5"]
+    assert row[6] == "5/0/0/1" and row[7] == "300" and row[9] == "lab-a:3"
+    assert row[10] == "no results.json (exit 4)"
     assert len(row) == len(bl.SERIES_HEADERS)
 
 
