@@ -25,8 +25,6 @@ from fleetcheck.rbac import risky as risky_mod
 from fleetcheck.rbac import tokens as tokens_mod
 from fleetcheck.rbac.access import Access
 from fleetcheck.run.fleet import FleetRun
-from kubernetes import client as k8s
-from kubernetes.client.exceptions import ApiException
 
 
 def _who(target: Target) -> str:
@@ -316,33 +314,18 @@ def test_serviceaccount_token(target: Target, fleet: FleetRun, check: CheckInfo,
                       f"{target.server} may")
     namespace = fleet.probes(maker.name).namespace
     name = f"fc-rbac-sa-{secrets.token_hex(3)}"
-    core = k8s.CoreV1Api(maker.api_client)
-    sa = k8s.V1ServiceAccount(metadata=k8s.V1ObjectMeta(
-        name=name, labels={"fleetcheck.io/run-id": fleet.run_id}))
     evidence.text("set-up", f"ServiceAccount {namespace}/{name} created through {maker.name}"
                   + ("" if maker is target else
                      f" (same API server; {target.name} as {_who(target)} may not create it)")
                   + f"\nTokenRequest: expirationSeconds={requested}, default audiences")
     try:
-        try:
-            core.create_namespaced_service_account(namespace, sa, _request_timeout=maker.timeout)
-            request = k8s.AuthenticationV1TokenRequest(
-                spec=k8s.V1TokenRequestSpec(audiences=[], expiration_seconds=requested))
-            issued = core.create_namespaced_service_account_token(
-                name, namespace, request, _request_timeout=maker.timeout)
-        except ApiException as exc:
-            raise Unknown(f"cannot create ServiceAccount {namespace}/{name} or its token: "
-                          f"HTTP {exc.status} {api.api_message(exc)}") from None
-        token = issued.status.token
+        token, expiry = api.service_account_token(
+            maker.api_client, namespace, name, {"fleetcheck.io/run-id": fleet.run_id},
+            requested, maker.timeout)
         fleet.scrubber.add([token])
-        _assess_token(target, check, evidence, token, issued.status.expiration_timestamp,
-                      namespace, name, requested)
+        _assess_token(target, check, evidence, token, expiry, namespace, name, requested)
     finally:
-        try:
-            core.delete_namespaced_service_account(name, namespace,
-                                                   _request_timeout=maker.timeout)
-        except ApiException:
-            pass  # gone with the probe namespace at the end of the run anyway
+        api.delete_service_account(maker.api_client, namespace, name, maker.timeout)
 
 
 def _assess_token(target: Target, check: CheckInfo, evidence: Evidence, token: str,

@@ -84,7 +84,7 @@ def test_token_not_a_jwt_never_echoes_token(bad):
 
 class _Response:
     def __init__(self, status: int, body: dict) -> None:
-        self.status, self._body = status, body
+        self.status, self._body, self.headers = status, body, {}
 
     def read(self) -> bytes:
         return json.dumps(self._body).encode()
@@ -97,7 +97,8 @@ class _FakeClient:
         self.served = served
         self.paths: list[str] = []
 
-    def param_serialize(self, method, resource_path, body, header_params, auth_settings):
+    def param_serialize(self, method, resource_path, body, header_params, auth_settings,
+                        query_params=None):
         return method, resource_path, header_params, body, None
 
     def call_api(self, method, url, headers, body, post, _request_timeout=None):
