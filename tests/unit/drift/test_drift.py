@@ -245,6 +245,7 @@ def test_selectors_accepted(selector: str) -> None:
 class FakeResponse:
     def __init__(self, status: int, body: Any) -> None:
         self.status = status
+        self.headers: dict[str, str] = {"Content-Type": "application/json"}
         self._body = json.dumps(body).encode()
 
     def read(self) -> bytes:
@@ -258,9 +259,9 @@ class FakeClient:
         self.routes = routes
         self.calls: list[tuple[str, list]] = []
 
-    def param_serialize(self, method: str, resource_path: str, query_params: list,
+    def param_serialize(self, method: str, resource_path: str, query_params: list | None,
                         **_: Any) -> tuple:
-        return method, resource_path, {}, None, list(query_params)
+        return method, resource_path, {}, None, list(query_params or [])
 
     def call_api(self, method: str, url: str, headers: Any, body: Any, post: list,
                  _request_timeout: Any = None) -> FakeResponse:
@@ -320,7 +321,7 @@ def test_read_cluster_objects_facts_and_paging() -> None:
     assert snap.unserved == ["Gadget (example.com/v1)"]
     assert ("namespace gone", 0) in snap.counts
     first = client.calls[0][1]
-    assert ("labelSelector", "a=b") in first and ("limit", "500") in first
+    assert ("labelSelector", "a=b") in first and ("limit", 500) in first  # before encoding
 
 
 def test_read_cluster_forbidden_and_errors() -> None:
@@ -335,6 +336,41 @@ def test_read_cluster_forbidden_and_errors() -> None:
         200, page([cm({}), {**cm({}), "metadata": {"name": "b", "namespace": "ns"}}]))}),
         config, (1, 1), "x")
     assert list(snap.items) == ["ConfigMap ns/b"]
+
+
+class RefusingClient(FakeClient):
+    """Nothing listens: every request fails as urllib3 fails a refused connection."""
+
+    def call_api(self, *_: Any, **__: Any) -> FakeResponse:
+        import urllib3
+        raise urllib3.exceptions.NewConnectionError(None, "[Errno 111] Connection refused")
+
+
+def test_read_cluster_failures_keep_their_sentences() -> None:
+    """kube.api's failures become drift's two outcomes, with the sentences the check shows."""
+    config = drift.parse({"objects": [{"kind": "ConfigMap", "namespace": "ns"}]})
+    with pytest.raises(drift_read.ReadError) as failed:
+        drift_read.read_cluster(RefusingClient({}), config, (1, 1), "x")
+    assert str(failed.value) == ("GET /api/v1/namespaces/ns/configmaps: API server unreachable: "
+                                 "connection refused")
+    widgets = drift.parse({"objects": [{"kind": "Widget", "apiVersion": "example.com/v1"}]})
+    with pytest.raises(drift_read.Forbidden) as refused:
+        drift_read.read_cluster(FakeClient({"/apis/example.com/v1": (403, {"message": "no"})}),
+                                widgets, (1, 1), "x")
+    assert str(refused.value) == "forbidden to read API discovery of example.com/v1: no"
+    with pytest.raises(drift_read.ReadError) as failed:
+        drift_read.read_cluster(FakeClient({"/apis/example.com/v1": (503, {"message": "busy"})}),
+                                widgets, (1, 1), "x")
+    assert str(failed.value) == "API discovery of example.com/v1: HTTP 503 busy"
+    psa = drift.parse({"facts": {"psa_namespaces": ["default"]}})
+    with pytest.raises(drift_read.Forbidden) as refused:
+        drift_read.read_cluster(FakeClient({"/api/v1/namespaces/default": (
+            403, {"message": "nope"})}), psa, (1, 1), "x")
+    assert str(refused.value) == "forbidden to get namespace default: nope"
+    with pytest.raises(drift_read.ReadError) as failed:
+        drift_read.read_cluster(FakeClient({CM_PATH: (200, [])}), config, (1, 1), "x")
+    assert str(failed.value) == ("listing ConfigMap in namespace ns failed: HTTP 200 answered, "
+                                 'but not as a Kubernetes API server: "[]"')
 
 
 # --- the check itself, over fake clusters ------------------------------------------------------
