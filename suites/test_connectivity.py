@@ -7,12 +7,12 @@ import re
 import time
 
 import pytest
-import urllib3
 from fleetcheck import CheckInfo, Evidence, Pair, Target, Unknown
 from fleetcheck.core.verdicts import forbidden_unknown, refused
 from fleetcheck.kube import leases, workloads
 from fleetcheck.kube import traffic as netprobe
-from fleetcheck.kube.preflight import describe_error, raw_get
+from fleetcheck.kube.api import Api, ApiError
+from fleetcheck.kube.preflight import unanswered
 from fleetcheck.kube.traffic import HttpResult
 from kubernetes.client.exceptions import ApiException
 
@@ -21,18 +21,15 @@ from kubernetes.client.exceptions import ApiException
 def test_api_ready(target: Target, check: CheckInfo, evidence: Evidence, expectations: dict) -> None:
     """``/readyz`` answers ``ok`` within the connect timeout; the server version is recorded."""
     timeout = float(expectations["connectivity"]["api_ready_timeout_s"])
+    api = Api(target.api_client, (target.connect_timeout, timeout), target.name)
     start = time.monotonic()
     try:
-        status, body = raw_get(target.api_client, "/readyz", (target.connect_timeout, timeout))
-    except urllib3.exceptions.ReadTimeoutError:
+        status, body = api.get_text("/readyz")
+    except ApiError as exc:
+        if exc.kind != "timeout":  # reachable at preflight, not any more
+            raise Unknown(f"GET /readyz failed: {unanswered(exc, target.server)}") from None
         # the server took the connection (preflight reached it) but did not say it is ready
         status, body = 0, f"no answer within {timeout:g}s"
-    except urllib3.exceptions.MaxRetryError as exc:
-        if not isinstance(exc.reason, urllib3.exceptions.ReadTimeoutError):
-            raise Unknown(f"GET /readyz failed: {describe_error(exc, target.server)}") from None
-        status, body = 0, f"no answer within {timeout:g}s"
-    except Exception as exc:  # noqa: BLE001 - reachable at preflight, not any more
-        raise Unknown(f"GET /readyz failed: {describe_error(exc, target.server)}") from None
     elapsed = time.monotonic() - start
     evidence.text(
         "GET /readyz",
@@ -140,10 +137,10 @@ def test_nodes_ready(target: Target, check: CheckInfo, evidence: Evidence,
 
 def _verbose_health(target: Target, path: str, evidence: Evidence) -> tuple[int, list[str]]:
     try:
-        status, body = raw_get(target.api_client, f"{path}?verbose", target.timeout)
-    except Exception as exc:  # noqa: BLE001 - reachable at preflight, not any more
-        raise Unknown(f"GET {path}?verbose failed: {describe_error(exc, target.server)}") \
-            from None
+        status, body = Api(target.api_client, target.timeout, target.name).get_text(
+            f"{path}?verbose")
+    except ApiError as exc:  # reachable at preflight, not any more
+        raise Unknown(f"GET {path}?verbose failed: {unanswered(exc, target.server)}") from None
     evidence.text(f"GET {path}?verbose -> {status}", body)
     _forbidden_is_unknown(target, f"{path}?verbose", status, body)
     failed = [line[3:].strip() for line in body.splitlines() if line.startswith("[-]")]

@@ -212,6 +212,22 @@ def test_a_kubernetes_status_is_proof_enough(serve: Callable[[Answers], Any]) ->
                              'HTTP 401 from /version ("<h1>401 Authorization Required</h1>")')
 
 
+def test_nothing_listening_is_unreachable_naming_the_server() -> None:
+    """No answer at all: kube.api's failure, said as before with the server's address."""
+    import socket
+    with socket.socket() as sock:  # a port of 127.0.0.1 that nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = f"http://127.0.0.1:{port}"
+    client = k8s.ApiClient(k8s.Configuration(host=server))
+    try:
+        result = preflight_mod.preflight("web", client, server, 2.0)
+    finally:
+        client.close()
+    assert not result.ok
+    assert result.reason == f"API server {server} unreachable: connection refused"
+
+
 # --- the whole catalogue against contexts that are not Kubernetes ---------------------------------
 
 @pytest.fixture
