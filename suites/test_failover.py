@@ -202,7 +202,7 @@ def _fresh(fleet: FleetRun, target: Target, expectations: dict) -> fedprobe.Fede
     """The federation with its member Clusters read now (failover checks change them)."""
     fed = fedprobe.federation(fleet, target, expectations)
     try:
-        fed.clusters = fed.api.items(karmada.CLUSTERS, "list member Clusters")
+        fed.clusters = karmada.clusters(fed.api)
     except Exception as exc:  # noqa: BLE001
         raise fedprobe._unknown(f"{target.name}: cannot list member Clusters", exc) from None
     return fed

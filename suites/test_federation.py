@@ -38,7 +38,7 @@ def test_control_plane(target: Target, fleet: FleetRun, check: CheckInfo, eviden
     try:
         svc = fed.api.get("/apis/apiregistration.k8s.io/v1/apiservices/"
                           + karmada.CLUSTER_APISERVICE, missing_ok=True)
-        policies = fed.api.items(f"{karmada.POLICY}/clustertaintpolicies",
+        policies = karmada.items(fed.api, f"{karmada.POLICY}/clustertaintpolicies",
                                  "list ClusterTaintPolicies")
         probe = {"apiVersion": "policy.karmada.io/v1alpha1", "kind": "PropagationPolicy",
                  "metadata": {"name": "fleetcheck-webhook-probe", "namespace": "default"},
@@ -46,11 +46,14 @@ def test_control_plane(target: Target, fleet: FleetRun, check: CheckInfo, eviden
                                                  "name": "fleetcheck-webhook-probe"}],
                           "placement": {}}}
         path = f"{karmada.POLICY}/namespaces/default/propagationpolicies"
-        status, answer = fed.api.create(path, probe, dry_run=True)
-        if karmada.refused(status, answer):
-            # the identity may not create policies: the webhook was not tried (an admission
-            # webhook's own 403 is its verdict, reported below)
-            raise fed.api.error("a dry-run PropagationPolicy", "POST", path, status, answer)
+        answered = fed.api.try_create(path, probe, dry_run=True)
+        status, answer = answered.status, answered.data
+        refusal = None if answered.ok else answered.error("a dry-run PropagationPolicy",
+                                                          fed.api.context)
+        if refusal is not None and (refusal.denied or refusal.kind == "not-kubernetes"):
+            # the identity may not create policies (or no Kubernetes API answered): the
+            # webhook was not tried (an admission webhook's own 403 is its verdict, below)
+            raise refusal
     except Exception as exc:  # noqa: BLE001
         raise fedprobe._unknown(f"{target.name}: the control plane could not be checked",
                                 exc) from None

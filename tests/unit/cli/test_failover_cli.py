@@ -13,6 +13,7 @@ import pytest
 import urllib3
 from fleetcheck.cli import failover as fo
 from fleetcheck.federation import karmada
+from fleetcheck.kube.api import ApiError, request
 from kubernetes.client.exceptions import ApiException
 
 REPO = Path(__file__).resolve().parents[3]
@@ -276,8 +277,45 @@ def test_unreachable_api_exits_3_without_credentials(tmp_path: Path,
 
 # --- verbs against a fake Karmada API -------------------------------------------------------
 
+class FakeResponse:
+    """What a kubernetes ``ApiClient.call_api`` returns: status, body, headers."""
+
+    def __init__(self, status: int, body: Any) -> None:
+        self.status = status
+        text = isinstance(body, str)
+        self.headers = {"Content-Type": "text/html" if text and body.startswith("<")
+                        else "text/plain" if text else "application/json"}
+        self._body = (body if text else json.dumps(body)).encode()
+
+    def read(self) -> bytes:
+        return self._body
+
+
+class FakeClient:
+    """A kubernetes ``ApiClient`` as kube.api uses it: every request is answered ``answer``
+    (status, body), or raises it (what urllib3 or the REST layer raise instead of an answer)."""
+
+    def __init__(self, answer: tuple[int, Any] | BaseException) -> None:
+        self.answer = answer
+
+    def param_serialize(self, method: str, resource_path: str, **_: Any) -> tuple:
+        return method, resource_path, {}, None, []
+
+    def call_api(self, *args: Any, **kwargs: Any) -> FakeResponse:
+        if isinstance(self.answer, BaseException):
+            raise self.answer
+        return FakeResponse(*self.answer)
+
+
+def no_answer(exc: BaseException, what: str = "list member Clusters") -> ApiError:
+    """The :class:`ApiError` kube.api raises when a request gets ``exc`` instead of an answer."""
+    with pytest.raises(ApiError) as raised:
+        request(FakeClient(exc), "GET", karmada.CLUSTERS, timeout=1, what=what)
+    return raised.value
+
+
 class FakeApi:
-    """Enough of karmada.Api for the verbs: clusters, bindings, policies; records changes."""
+    """Enough of kube.api's Api for the verbs: clusters, bindings, policies; records changes."""
 
     def __init__(self, clusters: list[dict], bindings: list[dict],
                  policies: dict[str, dict] | None = None) -> None:
@@ -285,9 +323,9 @@ class FakeApi:
         self.bindings = bindings
         self.policies = policies or {}
         self.patches: list[tuple[str, dict]] = []
-        self.name = "karmada"
+        self.context = "karmada"
 
-    def items(self, path: str, what: str | None = None, selector: str | None = None) -> list:
+    def list(self, path: str, **_: Any) -> list:
         if path == karmada.CLUSTERS:
             return list(self.clusters.values())
         if path.endswith("/clusterresourcebindings"):
@@ -301,7 +339,7 @@ class FakeApi:
             return self.policies[path]
         if missing_ok:
             return None
-        raise karmada.KarmadaError(what or path, 404, "not found")
+        raise ApiError(what or path, "missing", 404, "not found")
 
     def merge_patch(self, path: str, patch: dict, what: str = "") -> Any:
         self.patches.append((path, patch))
@@ -786,7 +824,7 @@ def test_switch_refuses_anti_affinity_and_unknown_fields(
 class FakeMember:
     """A member cluster's API whose GET fails with ``error`` (or answers ``answer``)."""
 
-    name = "lab-c"
+    context = "lab-c"
 
     def __init__(self, error: BaseException | None = None, answer: Any = None) -> None:
         self.error, self.answer = error, answer
@@ -814,12 +852,13 @@ def switched_api() -> tuple[FakeApi, dict]:
 
 
 @pytest.mark.parametrize("member, expected", [
-    (FakeMember(urllib3.exceptions.MaxRetryError(None, "/", urllib3.exceptions.NewConnectionError(
-        None, "Failed to establish a new connection: [Errno 111] Connection refused"))),
-     "unreachable: connection refused"),
-    (FakeMember(karmada.KarmadaError("get deployment", 403, 'deployments.apps "web" is '
-                                     "forbidden")), "forbidden"),
-    (FakeMember(karmada.KarmadaError("get deployment", 401, "Unauthorized")),
+    (FakeMember(no_answer(urllib3.exceptions.MaxRetryError(
+        None, "/", urllib3.exceptions.NewConnectionError(
+            None, "Failed to establish a new connection: [Errno 111] Connection refused")),
+        "get deployment")), "unreachable: connection refused"),
+    (FakeMember(ApiError("get deployment", "forbidden", 403, 'deployments.apps "web" is '
+                         "forbidden")), "forbidden"),
+    (FakeMember(ApiError("get deployment", "unauthorized", 401, "Unauthorized")),
      "credentials of context 'lab-c' were rejected"),
     (FakeMember(answer="<html>proxy error</html>"), "not Kubernetes JSON"),
 ])
@@ -910,7 +949,7 @@ class FailingApi(FakeApi):
         super().__init__(CLUSTERS, [binding("ns", "Deployment", "web", [("lab-a", 0)])])
         self.error = error
 
-    def items(self, path: str, what: str | None = None, selector: str | None = None) -> list:
+    def list(self, path: str, **_: Any) -> list:
         raise self.error
 
 
@@ -922,15 +961,14 @@ TLS_ERROR = ApiException(status=0, reason="SSLError\n[SSL: CERTIFICATE_VERIFY_FA
                                   ["switch", "ns/deployment/web", "--to", "lab-b"],
                                   ["restore", "ns/deployment/web"]])
 @pytest.mark.parametrize("error, expected", [
-    (TLS_ERROR, "TLS handshake/verification failed"),
-    (karmada.KarmadaError("list member Clusters", 403, "clusters.cluster.karmada.io is "
-                          "forbidden"), "forbidden: the identity of context 'karmada'"),
-    (karmada.KarmadaError("list ResourceBindings", 403, "forbidden", method="GET",
-                          path=f"{karmada.BINDINGS_VERSION}/resourcebindings",
-                          context="karmada"),
+    (no_answer(TLS_ERROR), "TLS handshake/verification failed"),
+    (ApiError("list member Clusters", "forbidden", 403, "clusters.cluster.karmada.io is "
+              "forbidden"), "forbidden: the identity of context 'karmada'"),
+    (ApiError("list ResourceBindings", "forbidden", 403, "forbidden", method="GET",
+              path=f"{karmada.BINDINGS_VERSION}/resourcebindings", context="karmada"),
      ("the identity of context karmada is not permitted to list resourcebindings in API "
       'group "work.karmada.io" cluster-wide')),
-    (urllib3.exceptions.ReadTimeoutError(None, "/", "read timed out"),
+    (no_answer(urllib3.exceptions.ReadTimeoutError(None, "/", "read timed out")),
      "did not answer in time"),
 ])
 def test_every_verb_reports_api_failures(monkeypatch: pytest.MonkeyPatch,
@@ -948,7 +986,7 @@ def test_a_change_without_an_answer_may_have_been_made(monkeypatch: pytest.Monke
     api = FakeApi(CLUSTERS, [binding("ns", "Deployment", "web", [("lab-a", 0)])])
 
     def timeout(path: str, body: dict, what: str = "") -> dict:
-        raise urllib3.exceptions.ReadTimeoutError(None, path, "read timed out")
+        raise no_answer(urllib3.exceptions.ReadTimeoutError(None, path, "read timed out"), what)
 
     api.merge_patch = timeout  # type: ignore[method-assign]
     assert run_fake(monkeypatch, api, ["drain", "lab-a"]) == 3
@@ -957,7 +995,7 @@ def test_a_change_without_an_answer_may_have_been_made(monkeypatch: pytest.Monke
     assert "'failover uncordon lab-a' removes them" in err
 
     def conflict(path: str, body: dict, what: str = "") -> dict:
-        raise karmada.KarmadaError(what, 409, "the object has been modified")
+        raise ApiError(what, "conflict", 409, "the object has been modified")
 
     api.merge_patch = conflict  # type: ignore[method-assign]
     assert run_fake(monkeypatch, api, ["drain", "lab-a"]) == 3
@@ -979,13 +1017,16 @@ def test_uncordon_prints_undo_and_changes_nothing_when_not_drained(
 def test_connect_refuses_an_answer_that_is_not_kubernetes(monkeypatch: pytest.MonkeyPatch,
                                                           capsys: pytest.CaptureFixture,
                                                           tmp_path: Path) -> None:
-    monkeypatch.setattr(karmada, "request", lambda *a, **k: (200, "<html>login</html>"))
+    def answering(answer: tuple[int, Any] | BaseException) -> None:
+        monkeypatch.setattr(fo, "_client", lambda *a: FakeClient(answer))
+
+    answering((200, "<html>login</html>"))
     assert fo.main(["status", "--kubeconfig", str(kubeconfig(tmp_path))]) == 3
     err = capsys.readouterr().err
     assert "not a Kubernetes API server" in err and "Traceback" not in err
-    monkeypatch.setattr(karmada, "request", lambda *a, **k: (403, {"message": "forbidden"}))
+    answering((403, {"message": "forbidden"}))
     assert fo.main(["status", "--kubeconfig", str(kubeconfig(tmp_path))]) == 3
     assert "forbidden: the identity of context 'k'" in capsys.readouterr().err
-    monkeypatch.setattr(karmada, "request", lambda *a, **k: (_ for _ in ()).throw(TLS_ERROR))
+    answering(TLS_ERROR)
     assert fo.main(["status", "--kubeconfig", str(kubeconfig(tmp_path))]) == 3
     assert "TLS handshake/verification failed" in capsys.readouterr().err

@@ -3,10 +3,15 @@ and the expectations section (no cluster)."""
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import pytest
 from fleetcheck.core import controlplanes as federation
 from fleetcheck.core.targets import Target, ordered_pairs
 from fleetcheck.federation import karmada
+from fleetcheck.kube import api as kube_api
+from fleetcheck.kube.api import Api, ApiError
 from fleetcheck.run.expectations import Expectations, ExpectationsError
 
 
@@ -89,10 +94,14 @@ def test_binding_readers() -> None:
 
 
 def test_paths() -> None:
-    assert karmada.object_path("v1", "configmaps", "ns", "x") == \
+    assert kube_api.object_path("v1", "configmaps", "ns", "x") == \
         "/api/v1/namespaces/ns/configmaps/x"
-    assert karmada.object_path("policy.karmada.io/v1alpha1", "clustertaintpolicies") == \
+    assert kube_api.object_path("policy.karmada.io/v1alpha1", "clustertaintpolicies") == \
         "/apis/policy.karmada.io/v1alpha1/clustertaintpolicies"
+    assert karmada.policy_path("PropagationPolicy", "ns", "pp") == \
+        "/apis/policy.karmada.io/v1alpha1/namespaces/ns/propagationpolicies/pp"
+    assert karmada.policy_path("ClusterPropagationPolicy", "", "cpp") == \
+        "/apis/policy.karmada.io/v1alpha1/clusterpropagationpolicies/cpp"
 
 
 def test_wait_for_returns_value_and_stops_on_time() -> None:
@@ -145,23 +154,23 @@ WEBHOOK_403 = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reaso
 ])
 def test_the_permission_a_request_needs(method: str, path: str,
                                         permission: tuple[str, str, str, str]) -> None:
-    assert karmada.permission(method, path) == karmada.Permission(*permission)
+    assert kube_api.permission(method, path) == kube_api.Permission(*permission)
 
 
 def test_the_authorizers_words_name_the_permission() -> None:
     message = rbac_403("create", "propagationpolicies", "policy.karmada.io", "default")["message"]
     # the server's words win over the request's (an apply may be authorized as a create)
-    perm = karmada.permission("PATCH", "/apis/policy.karmada.io/v1alpha1/namespaces/default/"
-                              "propagationpolicies/x", message)
-    assert perm == karmada.Permission("create", "propagationpolicies", "policy.karmada.io",
-                                      "default")
+    perm = kube_api.permission("PATCH", "/apis/policy.karmada.io/v1alpha1/namespaces/default/"
+                               "propagationpolicies/x", message)
+    assert perm == kube_api.Permission("create", "propagationpolicies", "policy.karmada.io",
+                                       "default")
     assert str(perm) == ('create propagationpolicies in API group "policy.karmada.io" in '
                          'namespace "default"')
     assert perm.can_i("fed") == ("kubectl --context fed auth can-i create "
                                  "propagationpolicies.policy.karmada.io -n default")
-    core = karmada.permission("GET", "/api/v1/nodes",
-                              'nodes is forbidden: User "a" cannot list resource "nodes" in '
-                              'API group "" at the cluster scope')
+    core = kube_api.permission("GET", "/api/v1/nodes",
+                               'nodes is forbidden: User "a" cannot list resource "nodes" in '
+                               'API group "" at the cluster scope')
     assert str(core) == 'list nodes in the core API group ("") cluster-wide'
     assert core.can_i("") == "kubectl auth can-i list nodes"
 
@@ -179,37 +188,49 @@ def test_the_authorizers_words_name_the_permission() -> None:
     (201, {}, False),
 ])
 def test_which_answers_refuse_the_identity(status: int, data: object, refused: bool) -> None:
-    assert karmada.refused(status, data) is refused
+    assert kube_api.refused(status, data) is refused
+
+
+class FakeResponse:
+    """What a kubernetes ``ApiClient.call_api`` returns: a JSON answer."""
+
+    def __init__(self, status: int, data: object) -> None:
+        self.status, self.headers = status, {"Content-Type": "application/json"}
+        self._body = json.dumps(data).encode()
+
+    def read(self) -> bytes:
+        return self._body
 
 
 class FakeKarmada:
-    """The answers of a fake API server: ``routes[(method, path)] = (status, data)``; 404 for
-    the rest.  Installed in place of :func:`fleetcheck.federation.karmada.request`."""
+    """A fake API server as a kubernetes ``ApiClient`` under kube.api: it answers
+    ``routes[(method, path)] = (status, data)``, 404 for the rest."""
 
     def __init__(self, routes: dict[tuple[str, str], tuple[int, object]]) -> None:
         self.routes = routes
-        self.calls: list[tuple[str, str, dict | None]] = []
+        self.calls: list[tuple[str, str, list]] = []
 
-    def __call__(self, api_client: object, method: str, path: str, timeout: object,
-                 body: object = None, content_type: str = "", query: dict | None = None
-                 ) -> tuple[int, object]:
-        self.calls.append((method, path, query))
-        return self.routes.get((method, path), (404, {"kind": "Status", "code": 404,
-                                                      "message": "not found"}))
+    def param_serialize(self, method: str, resource_path: str, query_params: list | None = None,
+                        **_: Any) -> tuple:
+        return method, resource_path, {}, None, list(query_params or [])
+
+    def call_api(self, method: str, url: str, headers: object, body: object, query: list,
+                 **_: Any) -> FakeResponse:
+        self.calls.append((method, url, query))
+        return FakeResponse(*self.routes.get((method, url), (
+            404, {"kind": "Status", "code": 404, "message": "not found"})))
 
 
-def test_a_refused_request_is_an_unknown_naming_the_permission(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_refused_request_is_an_unknown_naming_the_permission() -> None:
     from fleetcheck.core.verdicts import Unknown
     from fleetcheck.federation import probe as fedprobe
 
     path = "/apis/cluster.karmada.io/v1alpha1/clusters"
     fake = FakeKarmada({("GET", path): (403, rbac_403("list", "clusters",
                                                        "cluster.karmada.io"))})
-    monkeypatch.setattr(karmada, "request", fake)
-    api = karmada.Api(object(), (1.0, 1.0), "fed")
-    with pytest.raises(karmada.KarmadaError) as raised:
-        api.items(path, "list member Clusters")
+    api = Api(fake, (1.0, 1.0), "fed")  # type: ignore[arg-type]
+    with pytest.raises(ApiError) as raised:
+        api.list(path, what="list member Clusters")
     exc = raised.value
     assert exc.denied and exc.status == 403 and exc.context == "fed"
     assert str(exc).startswith("list member Clusters: HTTP 403 clusters.cluster.karmada.io is "
@@ -222,15 +243,15 @@ def test_a_refused_request_is_an_unknown_naming_the_permission(
     assert "kubectl --context fed auth can-i list clusters.cluster.karmada.io;" in unknown.reason
     # 401: the credentials, not a permission
     fake.routes[("GET", path)] = (401, {"kind": "Status", "code": 401, "message": "Unauthorized"})
-    with pytest.raises(karmada.KarmadaError) as raised:
-        api.items(path)
+    with pytest.raises(ApiError) as raised:
+        api.list(path)
     assert fedprobe._unknown("fed: x", raised.value).reason == (
         "fed: x: the API server rejected the credentials of context fed (HTTP 401) asked to "
         'list clusters in API group "cluster.karmada.io" cluster-wide: Unauthorized')
     # other failures keep their wording
     fake.routes[("GET", path)] = (500, {"message": "etcdserver: request timed out"})
-    with pytest.raises(karmada.KarmadaError) as raised:
-        api.items(path, "list member Clusters")
+    with pytest.raises(ApiError) as raised:
+        api.list(path, what="list member Clusters")
     assert not raised.value.denied
     assert fedprobe._unknown("fed: y", raised.value).reason == \
         "fed: y: list member Clusters: HTTP 500 etcdserver: request timed out"
@@ -260,9 +281,9 @@ def run_control_plane_check(monkeypatch: pytest.MonkeyPatch,
                                                {"type": "Available", "status": "True"}]}}),
                ("GET", f"{karmada.POLICY}/clustertaintpolicies"): (200, {"items": [EVICTING]}),
                **routes}
-    monkeypatch.setattr(karmada, "request", FakeKarmada(answers))
     target = Target("fed", "https://k:1", "k", "u", api_groups=("cluster.karmada.io",))
-    fed = fedprobe.Federation(target, karmada.Api(object(), (1.0, 1.0), "fed"), [], {})
+    api = Api(FakeKarmada(answers), (1.0, 1.0), "fed")  # type: ignore[arg-type]
+    fed = fedprobe.Federation(target, api, [], {})
     monkeypatch.setattr(fedprobe, "federation", lambda fleet, t, exp: fed)
     expectations = Expectations({"version": 1}).for_context("fed")
     suite.test_control_plane(target, object(), CheckInfo("federation/control-plane",

@@ -19,6 +19,7 @@ import pytest
 import yaml
 from fchelpers import kubeconfig_dict
 from fleetcheck import mesh
+from fleetcheck.kube.api import Response
 from fleetcheck.kube.traffic import Request
 from fleetcheck.mesh import answers, dataplane, discover
 from fleetcheck.mesh import istio as meshistio
@@ -561,11 +562,11 @@ def test_istiod_debug_through_the_pod_proxy_else_exec(monkeypatch: pytest.Monkey
 
     calls: list[str] = []
 
-    def fake_request(api: Any, method: str, path: str, timeout: Any) -> tuple[int, Any]:
+    def fake_request(api: Any, method: str, path: str, **_: Any) -> Response:
         calls.append(path)
         if path.endswith("/proxy/version"):
-            return 200, "1.31-dev-eed52ebb-Clean"
-        return 401, ""
+            return Response(200, "1.31-dev-eed52ebb-Clean")
+        return Response(401, "")
 
     execs: list[list[str]] = []
 
@@ -576,7 +577,7 @@ def test_istiod_debug_through_the_pod_proxy_else_exec(monkeypatch: pytest.Monkey
                                                                "discovery")
         return ExecResult(argv, 0, json.dumps(CLUSTERZ) + "\n", "", 0.1)
 
-    monkeypatch.setattr(meshistio, "api_request", fake_request)
+    monkeypatch.setattr(meshistio, "request", fake_request)
     monkeypatch.setattr(dataplane.MeshPod, "exec", fake_exec)
     istiod = meshistio.Istiod(_ProbeSet(), Expectations().for_context("lab-a"))  # type: ignore[arg-type]
     pod = _istiod_pod(command=["/usr/local/bin/pilot-discovery"])
@@ -593,7 +594,7 @@ def test_istiod_unreadable_names_both_ways(monkeypatch: pytest.MonkeyPatch) -> N
     from fleetcheck import Unknown
     from fleetcheck.kube.probes import ExecResult
 
-    monkeypatch.setattr(meshistio, "api_request", lambda *a, **k: (401, ""))
+    monkeypatch.setattr(meshistio, "request", lambda *a, **k: Response(401, ""))
 
     def fake_exec(self: Any, argv: list[str], timeout: float = 30, record: bool = True
                   ) -> ExecResult:
