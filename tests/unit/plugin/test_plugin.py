@@ -756,6 +756,24 @@ def test_lost(fleet):
 @pytest.mark.check("adhoc/a-bug")
 def test_bug(fleet):
     raise KeyError("fleetcheck's own bug")
+
+@pytest.mark.check("adhoc/api-layer-no-answer")
+def test_api_layer(fleet):
+    from kubernetes import client
+    from fleetcheck.kube.api import Api
+    import socket
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = client.Configuration()
+    cfg.host = f"http://127.0.0.1:{port}"
+    cfg.retries = 0
+    Api(client.ApiClient(cfg), (1, 1), "lab-a").get("/api/v1/nodes")
+
+@pytest.mark.check("adhoc/api-layer-refusal")
+def test_api_layer_refusal(fleet):
+    from fleetcheck.kube.api import ApiError
+    raise ApiError("list nodes", "forbidden", 403, "nodes is forbidden")
 '''
 
 
@@ -772,3 +790,10 @@ def test_a_connection_lost_during_a_check_is_unknown_without_a_traceback(
         "server: connection broken: ('Connection aborted.'" in lost["message"], lost["message"]
     assert "(call error)" not in lost["message"]
     assert "(call error): KeyError" in records["adhoc/a-bug"]["message"]
+    # the API layer's "no answer" is a lost contact too; a refusal it classified is not
+    no_answer = records["adhoc/api-layer-no-answer"]
+    assert no_answer["verdict"] == "unknown", no_answer
+    assert "lost contact with an API server during the check: API server unreachable: " \
+        "connection refused" in no_answer["message"], no_answer
+    assert "(call error)" not in no_answer["message"]
+    assert "(call error): ApiError" in records["adhoc/api-layer-refusal"]["message"]
