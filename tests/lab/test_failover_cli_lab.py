@@ -25,6 +25,7 @@ from fleetcheck.cli import failover as fo
 from fleetcheck.core import kubeconfig as kubeconfig_mod
 from fleetcheck.core.targets import build_api_client
 from fleetcheck.federation import karmada
+from fleetcheck.kube import api as kube_api
 from labkit import (
     IMAGE,
     KUBECONFIG,
@@ -45,9 +46,9 @@ TEST_TAINT = {"key": "fleetcheck.io/failover-lab-test", "effect": "NoSchedule"}
 TIMES: dict[str, float] = {}
 
 
-def karmada_api(context: str = CONTEXT) -> karmada.Api:
+def karmada_api(context: str = CONTEXT) -> kube_api.Api:
     kc = kubeconfig_mod.load([Path(KUBECONFIG)])
-    return karmada.Api(build_api_client(kc, context, connect_timeout=3, request_timeout=15),
+    return kube_api.Api(build_api_client(kc, context, connect_timeout=3, request_timeout=15),
                        (3, 15), context)
 
 
@@ -87,7 +88,7 @@ def policy(ns: str, clusters: list[str]) -> dict:
                          "replicaScheduling": {"replicaSchedulingType": "Duplicated"}}}}
 
 
-def rb(api: karmada.Api, ns: str) -> dict | None:
+def rb(api: kube_api.Api, ns: str) -> dict | None:
     return karmada.binding(api, ns, "Deployment", NAME)
 
 
@@ -97,7 +98,7 @@ def wait(what: str, probe, timeout: float = 90) -> Any:
     return value
 
 
-def healthy_on(api: karmada.Api, ns: str) -> str | None:
+def healthy_on(api: kube_api.Api, ns: str) -> str | None:
     """The one cluster the workload runs on, applied and healthy, nothing being evicted."""
     b = rb(api, ns)
     placed = karmada.placed_clusters(b)
@@ -106,7 +107,7 @@ def healthy_on(api: karmada.Api, ns: str) -> str | None:
     return None
 
 
-def set_policy(api: karmada.Api, ns: str, clusters: list[str]) -> None:
+def set_policy(api: kube_api.Api, ns: str, clusters: list[str]) -> None:
     """Set the policy's clusters and wait until the binding's placement has them."""
     api.apply(policy(ns, clusters))
     wait(f"binding placement {clusters}", lambda: (
@@ -114,7 +115,7 @@ def set_policy(api: karmada.Api, ns: str, clusters: list[str]) -> None:
         .get("clusterNames") == clusters and healthy_on(api, ns)), 90)
 
 
-def taints(api: karmada.Api, cluster: str) -> list[dict]:
+def taints(api: kube_api.Api, cluster: str) -> list[dict]:
     return list((api.get(f"{karmada.CLUSTERS}/{cluster}").get("spec") or {}).get("taints")
                 or [])
 
@@ -141,8 +142,8 @@ def scratch() -> Iterator[dict]:
                     problems.append(f"taints of {cluster} not restored: {taints(api, cluster)}")
             except Exception as exc:  # noqa: BLE001 - go on cleaning up, report at the end
                 problems.append(f"{cluster}: {exc}")
-        api.delete(karmada.object_path("v1", "namespaces", None, ns))
-        gone, _ = karmada.wait_for(lambda: api.get(karmada.object_path(
+        api.delete(kube_api.object_path("v1", "namespaces", None, ns))
+        gone, _ = karmada.wait_for(lambda: api.get(kube_api.object_path(
             "v1", "namespaces", None, ns), missing_ok=True) is None, 90, interval_s=1.0)
         if not gone:
             problems.append(f"namespace {ns} still in Karmada after 90s")
@@ -304,7 +305,7 @@ def test_switch_to_lab_c(scratch: dict) -> None:
     previous = pp["metadata"]["annotations"][fo.PREVIOUS_AFFINITY_ANNOTATION]
     assert json.loads(previous) == {"clusterNames": ["lab-a", "lab-b"]}
     member = karmada_api("lab-c").get(
-        karmada.object_path("apps/v1", "deployments", ns, NAME))
+        kube_api.object_path("apps/v1", "deployments", ns, NAME))
     assert member["status"].get("availableReplicas", 0) >= 1
 
     # again: already there, nothing to change

@@ -23,6 +23,7 @@ from fleetcheck.core.verdicts import Unknown
 from fleetcheck.federation import failover as fedfailover
 from fleetcheck.federation import karmada
 from fleetcheck.federation import probe as fedprobe
+from fleetcheck.kube import api as kube_api
 from fleetcheck.kube import preflight as preflight_mod
 
 PLUGIN = ("-p", "fleetcheck.plugin")
@@ -182,7 +183,7 @@ class FakeApi(BaseHTTPRequestHandler):
             attrs = sent["spec"]["resourceAttributes"]
             return self._send(201, {**sent, "status": {"allowed": bool(rule(attrs))}})
         if self.command == "GET":
-            need = karmada.permission("GET", path)
+            need = kube_api.permission("GET", path)
             verb, plural, group, namespace = need.verb, need.resource, need.group, need.namespace
             if not rule({"verb": verb, "resource": plural, "group": group,
                          "namespace": namespace}):
@@ -358,7 +359,7 @@ def test_xdist_workers_agree_with_the_controller(isolated_pytester: pytest.Pytes
 
 def _federation_lab(api_servers, tmp_path: Path) -> tuple[dict[str, Target], str]:
     namespace = "fleetcheck-fc-x-fo"
-    deployment = karmada.object_path("apps/v1", "deployments", namespace, fedfailover.NAME)
+    deployment = kube_api.object_path("apps/v1", "deployments", namespace, fedfailover.NAME)
     members = {c: api_servers(objects={deployment: {"status": {"availableReplicas": 1}}})
                for c in ("lab-a", "lab-b")}
     clusters = {"kind": "List", "apiVersion": "v1", "metadata": {}, "items": [
@@ -410,7 +411,7 @@ def test_a_forbidden_member_read_is_a_sentence_naming_the_permission(
         f'group "apps" in the namespace "{namespace}"; check it: kubectl --context editor@lab-a '
         f"auth can-i get deployments.apps -n {namespace}; grant it, or select a context that "
         "may)"), message
-    assert isinstance(denied.value, karmada.KarmadaError) and denied.value.status == 403
+    assert isinstance(denied.value, kube_api.ApiError) and denied.value.status == 403
     # wrapped as the checks wrap member reads, the sentence stays whole
     wrapped = fedprobe._unknown("karmada: reading the members' copies failed", denied.value)
     assert str(wrapped) == f"karmada: reading the members' copies failed: {message}"
