@@ -7,8 +7,7 @@ import re
 import time
 
 import pytest
-from fleetcheck import CheckInfo, Evidence, Pair, Target, Unknown
-from fleetcheck.core.verdicts import forbidden_unknown, refused
+from fleetcheck import CheckInfo, Evidence, Pair, Target, Unknown, forbidden_unknown, refused
 from fleetcheck.kube import leases, workloads
 from fleetcheck.kube import traffic as netprobe
 from fleetcheck.kube.api import Api, ApiError

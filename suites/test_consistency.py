@@ -14,10 +14,9 @@ from __future__ import annotations
 import fnmatch
 
 import pytest
-from fleetcheck import CheckInfo, Evidence, Target, Unknown
+from fleetcheck import CheckInfo, Evidence, FleetRun, Target, Unknown
 from fleetcheck.drift import read as drift_read
 from fleetcheck.drift import spec as drift
-from fleetcheck.run.fleet import FleetRun
 
 MAX_LISTED = 8
 

@@ -6,8 +6,7 @@ import re
 import time
 
 import pytest
-from fleetcheck import CheckInfo, Evidence, Pair, Target
-from fleetcheck.core.verdicts import forbidden_unknown
+from fleetcheck import CheckInfo, Evidence, Pair, Target, forbidden_unknown
 from fleetcheck.kube import traffic as netprobe
 from fleetcheck.kube import workloads
 from fleetcheck.kube.traffic import DnsAnswer

@@ -14,12 +14,11 @@ import time
 from pathlib import Path
 
 import pytest
-from fleetcheck import CheckInfo, Evidence, ProbeSet, Target, Unknown
+from fleetcheck import CheckInfo, Evidence, FleetRun, ProbeSet, Target, Unknown
 from fleetcheck.failover import drain as nodedrain
 from fleetcheck.federation import failover as fedfailover
 from fleetcheck.federation import karmada
 from fleetcheck.federation import probe as fedprobe
-from fleetcheck.run.fleet import FleetRun
 from kubernetes.client.exceptions import ApiException
 
 

@@ -12,13 +12,9 @@ from __future__ import annotations
 import time
 
 import pytest
-from fleetcheck.core.checks import CheckInfo
-from fleetcheck.core.evidence import Evidence
-from fleetcheck.core.targets import Target
-from fleetcheck.core.verdicts import Unknown
+from fleetcheck import CheckInfo, Evidence, FleetRun, Target, Unknown
 from fleetcheck.federation import karmada
 from fleetcheck.federation import probe as fedprobe
-from fleetcheck.run.fleet import FleetRun
 
 pytestmark = pytest.mark.federation
 

@@ -15,8 +15,7 @@ import fnmatch
 import secrets
 
 import pytest
-from fleetcheck import CheckInfo, Evidence, Target, Unknown
-from fleetcheck.core.verdicts import forbidden_unknown
+from fleetcheck import CheckInfo, Evidence, FleetRun, Target, Unknown, forbidden_unknown
 from fleetcheck.rbac import access as access_mod
 from fleetcheck.rbac import allowlist as allow_mod
 from fleetcheck.rbac import api, discovery
@@ -24,7 +23,6 @@ from fleetcheck.rbac import certs as certs_mod
 from fleetcheck.rbac import risky as risky_mod
 from fleetcheck.rbac import tokens as tokens_mod
 from fleetcheck.rbac.access import Access
-from fleetcheck.run.fleet import FleetRun
 
 
 def _who(target: Target) -> str:

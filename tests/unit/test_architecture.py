@@ -34,16 +34,18 @@ DOMAINS = {name for name, level in LAYERS.items() if level == 3}
 TOP_MAY_IMPORT = {"core", "kube", "run"}
 #: packages that hold the run's model: usable without pytest (a console tool, a Job)
 NO_PYTEST = {"core", "kube", "run"}
-#: the domain packages each suite may import besides ``fleetcheck`` (the failover suite's
-#: checks are of two domains: node drain, and Karmada's cluster failover)
+#: the domain packages each suite may import besides ``fleetcheck``: connectivity and DNS have
+#: no domain of their own, their traffic patterns and echo server are cluster plumbing (kube),
+#: which the mesh checks measure with too; the failover suite's checks are of two domains
+#: (node drain, and Karmada's cluster failover)
 SUITE_DOMAINS: dict[str, set[str]] = {
     "test_backup": {"backup"},
-    "test_connectivity": set(),
+    "test_connectivity": {"kube"},
     "test_consistency": {"drift"},
-    "test_dns": set(),
+    "test_dns": {"kube"},
     "test_failover": {"failover", "federation"},
     "test_federation": {"federation"},
-    "test_mesh": {"mesh"},
+    "test_mesh": {"mesh", "kube"},
     "test_rbac": {"rbac"},
 }
 
