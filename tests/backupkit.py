@@ -1,12 +1,19 @@
-"""Plain-data archives for the backup self-tests (no cluster): build, tamper, run the CLI."""
+"""Plain-data archives for the backup self-tests (no cluster): build, tamper, run the CLI;
+and a fake API server on a loopback port the test opens itself."""
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
+import json
 import subprocess
 import sys
 import tarfile
+import threading
+import urllib.parse
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -111,3 +118,67 @@ def public_key_file(directory: Path, signer: signing.Signer = SIGNER) -> Path:
 def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True,
                           text=True, timeout=timeout, check=False)
+
+
+# --- a fake API server (127.0.0.1, a port of the test's own) ----------------------------------
+
+#: (method, path, query) -> (HTTP status, JSON body)
+Answers = Callable[[str, str, dict[str, str]], tuple[int, Any]]
+USER = "viewer"
+VERSION = {"major": "1", "minor": "34", "gitVersion": "v1.34.4"}
+
+
+def status(code: int, reason: str, message: str, **details: Any) -> dict[str, Any]:
+    """A Kubernetes ``Status`` answer."""
+    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": message, "reason": reason, "code": code,
+            **({"details": details} if details else {})}
+
+
+def forbidden(verb: str, resource: str, namespace: str = "") -> dict[str, Any]:
+    """The RBAC authorizer's 403, in its words."""
+    where = (f'in the namespace "{namespace}"' if namespace else "at the cluster scope")
+    return status(403, "Forbidden", f'{resource} is forbidden: User "{USER}" cannot {verb} '
+                                    f'resource "{resource}" in API group "" {where}')
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def _answer(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(length)
+        url = urllib.parse.urlsplit(self.path)
+        query = dict(urllib.parse.parse_qsl(url.query))
+        self.server.requests.append((self.command, url.path, query))  # type: ignore[attr-defined]
+        code, body = self.server.answers(self.command, url.path, query)  # type: ignore[attr-defined]
+        data = json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _answer
+
+
+@contextlib.contextmanager
+def fake_api(answers: Answers) -> Iterator[ThreadingHTTPServer]:
+    """A fake API server answering with ``answers`` (``server.requests``: what it was asked;
+    ``server.url``: its address)."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    server.answers = answers  # type: ignore[attr-defined]
+    server.requests = []  # type: ignore[attr-defined]
+    server.url = f"http://127.0.0.1:{server.server_address[1]}"  # type: ignore[attr-defined]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
