@@ -32,7 +32,7 @@ from fleetcheck.backup import suite as kit
 from fleetcheck.backup.suite import archive_text_contains
 from fleetcheck.core import kubeconfig as kubeconfig_mod
 from fleetcheck.core.targets import build_api_client
-from fleetcheck.kube.probes import expiry_of
+from fleetcheck.kube.namespaces import expiry_of
 from kubernetes import watch as k8s_watch
 from labkit import IMAGE, KUBECONFIG, KUBECTL, REPO, kubectl
 

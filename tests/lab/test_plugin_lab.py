@@ -90,7 +90,7 @@ LIFECYCLE_CHECKS = '''
 import datetime as dt
 import pytest
 from kubernetes import client as k8s
-from fleetcheck.kube.probes import restricted_pod
+from fleetcheck.kube.manifests import restricted_pod
 
 @pytest.mark.check("demo/exec")
 def test_exec(target, probes, evidence):

@@ -13,7 +13,7 @@ from fleetcheck.backup import archive as archive_mod
 from fleetcheck.backup import export, restore, secrets
 from fleetcheck.backup import suite as kit
 from fleetcheck.backup.kinds import Kind
-from fleetcheck.kube import probes
+from fleetcheck.kube import manifests, namespaces
 
 RUN_ID = "fc-20250101-120000-ab12"
 LONGEST_RUN_ID = "r" * 42  # options.RUN_ID_RE allows 1-42 characters
@@ -27,8 +27,8 @@ def test_roundtrip_namespaces_are_run_namespace_names(run_id: str) -> None:
     assert source == f"fleetcheck-{run_id}-rt0a1b2c" and copy == f"{source}c"
     for name in (source, copy):
         assert DNS_LABEL.match(name) and len(name) <= 63, name
-        assert probes.is_run_namespace_name(name, run_id)
-        assert not probes.is_run_namespace_name(name, run_id + "x")
+        assert manifests.is_run_namespace_name(name, run_id)
+        assert not manifests.is_run_namespace_name(name, run_id + "x")
 
 
 def test_roundtrip_namespaces_refuse_a_name_too_long() -> None:
@@ -47,9 +47,9 @@ def test_sample_namespace_carries_run_labels_and_expiry() -> None:
     objects = kit.sample_objects(source, RUN_ID, 600, "pw", IMAGE)
     meta = _namespace_of(objects)["metadata"]
     assert meta["name"] == source
-    assert meta["labels"][probes.MANAGED_BY_LABEL] == probes.MANAGED_BY
-    assert meta["labels"][probes.RUN_ID_LABEL] == RUN_ID
-    expires = probes.parse_rfc3339(meta["annotations"][probes.EXPIRES_AT])
+    assert meta["labels"][manifests.MANAGED_BY_LABEL] == manifests.MANAGED_BY
+    assert meta["labels"][manifests.RUN_ID_LABEL] == RUN_ID
+    expires = manifests.parse_rfc3339(meta["annotations"][manifests.EXPIRES_AT])
     assert before + dt.timedelta(seconds=599) <= expires <= before + dt.timedelta(seconds=602)
     assert all(o["metadata"].get("namespace") in (None, source) for o in objects)
 
@@ -80,12 +80,12 @@ def test_restored_copy_keeps_run_labels_and_expiry(tmp_path: Path) -> None:
         steps, _ = restore.plan(report, "lab-a", source, into, codec)
         ns = steps[0].obj["metadata"]
         assert steps[0].kind.kind == "Namespace" and ns["name"] == into
-        assert probes.is_run_namespace_name(ns["name"], RUN_ID)
-        assert ns["labels"][probes.MANAGED_BY_LABEL] == probes.MANAGED_BY
-        assert ns["labels"][probes.RUN_ID_LABEL] == RUN_ID
+        assert manifests.is_run_namespace_name(ns["name"], RUN_ID)
+        assert ns["labels"][manifests.MANAGED_BY_LABEL] == manifests.MANAGED_BY
+        assert ns["labels"][manifests.RUN_ID_LABEL] == RUN_ID
         assert "kubernetes.io/metadata.name" not in ns["labels"]
-        assert ns["annotations"][probes.EXPIRES_AT] == \
-            ns_live["metadata"]["annotations"][probes.EXPIRES_AT]
+        assert ns["annotations"][manifests.EXPIRES_AT] == \
+            ns_live["metadata"]["annotations"][manifests.EXPIRES_AT]
         assert steps[1].obj["metadata"]["namespace"] == into
 
 
@@ -102,14 +102,14 @@ def test_run_cleanup_and_janitor_take_the_roundtrip_namespaces(
         listed.append(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(**meta),
                                       status=k8s.V1NamespaceStatus(phase="Active")))
     deleted: list[str] = []
-    monkeypatch.setattr(probes, "list_probe_namespaces", lambda *a, **k: listed)
-    monkeypatch.setattr(probes, "delete_namespace",
+    monkeypatch.setattr(namespaces, "list_probe_namespaces", lambda *a, **k: listed)
+    monkeypatch.setattr(namespaces, "delete_namespace",
                         lambda _c, name, _t=None: deleted.append(name) or True)
-    assert probes.delete_run_namespaces(object(), RUN_ID) == [source, copy]
+    assert namespaces.delete_run_namespaces(object(), RUN_ID) == [source, copy]
     assert deleted == [source, copy]  # never a namespace not named after the run
     now = dt.datetime.now(dt.UTC)
     for ns in listed[:2]:
-        expires = probes.expiry_of(ns)
+        expires = namespaces.expiry_of(ns)
         assert expires is not None and now < expires <= now + dt.timedelta(seconds=601)
 
 

@@ -291,7 +291,7 @@ def test_lease_freshness_against_the_servers_clock() -> None:
 
 
 def test_scheduling_problem_of_pods() -> None:
-    from fleetcheck.kube.probes import pod_readiness, scheduling_problem
+    from fleetcheck.kube.podstatus import pod_readiness, scheduling_problem
     from kubernetes import client as k8s
 
     unscheduled = k8s.V1Pod(spec=k8s.V1PodSpec(containers=[]),

@@ -20,16 +20,9 @@ from fleetcheck.core.verdicts import (
     combine,
     verdict_for_phase,
 )
-from fleetcheck.kube.probes import (
-    ExecResult,
-    _exit_code_from_status,
-    is_transient,
-    namespace_manifest,
-    parse_rfc3339,
-    pod_readiness,
-    restricted_pod,
-    with_deadline,
-)
+from fleetcheck.kube.manifests import namespace_manifest, parse_rfc3339, restricted_pod
+from fleetcheck.kube.podstatus import pod_readiness
+from fleetcheck.kube.probes import ExecResult, _exit_code_from_status, is_transient, with_deadline
 from fleetcheck.report.results import (
     ResultsCollector,
     render_metrics,

@@ -13,7 +13,7 @@ import yaml
 from fchelpers import kubeconfig_dict
 from fleetcheck.core.verdicts import Unknown
 from fleetcheck.failover import drain as nodedrain
-from fleetcheck.kube import locks
+from fleetcheck.kube import locks, manifests
 from fleetcheck.run.restore import Ledger
 from kubernetes.client.exceptions import ApiException
 
@@ -264,13 +264,12 @@ def _janitor_target(monkeypatch: pytest.MonkeyPatch, phase: str, beat: bool | No
     import argparse
 
     from fleetcheck.cli import janitor
-    from fleetcheck.kube import probes
 
     run = "fc-20261207-120000-ab12"
     ns = types.SimpleNamespace(
         metadata=types.SimpleNamespace(
-            name=f"fleetcheck-{run}", annotations={probes.EXPIRES_AT: "2999-01-01T00:00:00Z"},
-            labels={probes.RUN_ID_LABEL: run, probes.MANAGED_BY_LABEL: probes.MANAGED_BY}),
+            name=f"fleetcheck-{run}", annotations={manifests.EXPIRES_AT: "2999-01-01T00:00:00Z"},
+            labels={manifests.RUN_ID_LABEL: run, manifests.MANAGED_BY_LABEL: manifests.MANAGED_BY}),
         status=types.SimpleNamespace(phase=phase))
     monkeypatch.setattr(janitor, "list_probe_namespaces", lambda *_a: [ns])
     monkeypatch.setattr(janitor, "delete_namespace", lambda *_a: True)
