@@ -12,18 +12,23 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from fleetcheck import CheckInfo, Evidence, Target, Unknown
+from fleetcheck import (
+    CheckInfo,
+    Evidence,
+    FleetRun,
+    ProbeSet,
+    Target,
+    Unknown,
+    check_applies,
+    refused,
+    waiting,
+)
 from fleetcheck.backup import BackupError, ExitCode
 from fleetcheck.backup import archive as archive_mod
 from fleetcheck.backup import export as export_mod
 from fleetcheck.backup import restore as restore_mod
 from fleetcheck.backup import secrets as secrets_mod
 from fleetcheck.backup import suite as kit
-from fleetcheck.core.progress import waiting
-from fleetcheck.core.verdicts import refused
-from fleetcheck.kube.probes import ProbeSet
-from fleetcheck.run.expectations import check_applies
-from fleetcheck.run.fleet import FleetRun
 
 #: the fixtures backup_workspace and backup_settings
 pytest_plugins = ["fleetcheck.backup.suite"]

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import gzip
+import hashlib
 import io
 import json
 import subprocess
@@ -17,6 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from fleetcheck.backup import archive as archive_mod
 from fleetcheck.backup import export, secrets, signing
 from fleetcheck.backup.kinds import Kind
 
@@ -182,3 +185,84 @@ def fake_api(answers: Answers) -> Iterator[ThreadingHTTPServer]:
         server.shutdown()
         server.server_close()
         thread.join(5)
+
+
+# --- damage and forgery (the archive and signing tests, and the lab's integrity test) ---------
+
+CM_FILE = "contexts/lab-a/configmaps.json"
+
+
+def flip(name: str, data: bytes) -> bytes:
+    if name.endswith(CM_FILE):
+        index = data.index(b'"k"')
+        return data[:index] + b"'" + data[index + 1:]
+    return data
+
+
+def damage(kind: str, good: Path, out: Path) -> Path:
+    if kind == "byte flipped":
+        return rewrite_tar(good, out, flip)
+    if kind == "file removed":
+        return rewrite_tar(good, out, lambda n, d: None if n.endswith(CM_FILE) else d)
+    if kind == "file added":
+        return rewrite_tar(good, out, lambda n, d: [(n, d), (n.rsplit("/", 1)[0] + "/contexts/lab-a/extra.json",
+                                                           b"{}")] if n.endswith("SHA256SUMS")
+                           else d)
+    if kind == "truncated":
+        raw = gzip.decompress(good.read_bytes())
+        out.write_bytes(gzip.compress(raw)[: len(gzip.compress(raw)) // 2])
+        return out
+    if kind == "metadata count edited":
+        def edit(name: str, data: bytes) -> bytes:
+            if name.endswith("/metadata.json"):
+                meta = json.loads(data)
+                meta["contexts"]["lab-a"]["kinds"]["configmaps"]["count"] = 4
+                return archive_mod.dump_document(meta)
+            return data
+        return rewrite_tar(good, out, edit)
+    raise AssertionError(kind)
+
+
+DAMAGE = {
+    "byte flipped": (CM_FILE, "SHA-256 mismatch"),
+    "file removed": (CM_FILE, "missing from the archive"),
+    "file added": ("contexts/lab-a/extra.json", "not listed in SHA256SUMS"),
+    "truncated": (None, "truncated"),
+    "metadata count edited": ("metadata.json", "SHA-256 mismatch"),
+}
+
+
+def forge(src: Path, dst: Path, *, signer: signing.Signer | None = None,
+          keep_signature: bool = True, drop_metadata_signer: bool = False) -> Path:
+    """What someone who can rewrite the archive does: edit an object, fix SHA256SUMS (and
+    metadata.json), then keep the old signature, drop it, or re-sign with their own key."""
+    new: dict[str, bytes] = {}
+
+    def edit(name: str, data: bytes) -> bytes | None:
+        rel = name.partition("/")[2]
+        if rel == CM_FILE:
+            doc = json.loads(data)
+            doc["items"][0]["data"]["k"] = "forged"
+            new[rel] = archive_mod.dump_document(doc)
+            return new[rel]
+        if rel == "metadata.json" and (drop_metadata_signer or signer is not None):
+            meta = json.loads(data)
+            meta["signature"] = signer.describe() if signer is not None else None
+            new[rel] = archive_mod.dump_document(meta)
+            return new[rel]
+        if rel == "SHA256SUMS":
+            lines = []
+            for line in data.decode().splitlines():
+                digest, path = line.split("  ", 1)
+                if path in new:
+                    digest = hashlib.sha256(new[path]).hexdigest()
+                lines.append(f"{digest}  {path}")
+            new[rel] = ("\n".join(lines) + "\n").encode()
+            return new[rel]
+        if rel == "SHA256SUMS.sig":
+            if signer is not None:
+                return signer.sign(new["SHA256SUMS"])
+            return data if keep_signature else None
+        return data
+
+    return rewrite_tar(src, dst, edit)

@@ -361,9 +361,8 @@ def test_integrity_unknown_when_counts_cannot_be_reread(tmp_path: Path) -> None:
 
 def test_integrity_check_catches_each_damage(tmp_path: Path) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from backupkit import make_archive
-    from test_backup_archive import DAMAGE, _damage
-    from test_backup_signing import forge
+    from backupkit import DAMAGE, forge, make_archive
+    from backupkit import damage as _damage
 
     pub = str(public_key_file(tmp_path))
     good = make_archive(tmp_path / "nightly.tar.gz")

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
-import gzip
 import json
 import shutil
 from pathlib import Path
 
 import pytest
-from backupkit import SIGNER, TRUST, make_archive, public_key_file, rewrite_tar, run_cli
+from backupkit import (
+    CM_FILE,
+    DAMAGE,
+    SIGNER,
+    TRUST,
+    damage,
+    make_archive,
+    public_key_file,
+    rewrite_tar,
+    run_cli,
+)
 from fleetcheck.backup import BackupError, ExitCode
 from fleetcheck.backup import archive as archive_mod
-
-CM_FILE = "contexts/lab-a/configmaps.json"
 
 
 @pytest.fixture
@@ -47,49 +54,11 @@ def test_archive_is_private_and_never_overwritten(good: Path) -> None:
         make_archive(good)
 
 
-def _flip(name: str, data: bytes) -> bytes:
-    if name.endswith(CM_FILE):
-        index = data.index(b'"k"')
-        return data[:index] + b"'" + data[index + 1:]
-    return data
-
-
-def _damage(kind: str, good: Path, out: Path) -> Path:
-    if kind == "byte flipped":
-        return rewrite_tar(good, out, _flip)
-    if kind == "file removed":
-        return rewrite_tar(good, out, lambda n, d: None if n.endswith(CM_FILE) else d)
-    if kind == "file added":
-        return rewrite_tar(good, out, lambda n, d: [(n, d), (n.rsplit("/", 1)[0] + "/contexts/lab-a/extra.json",
-                                                           b"{}")] if n.endswith("SHA256SUMS")
-                           else d)
-    if kind == "truncated":
-        raw = gzip.decompress(good.read_bytes())
-        out.write_bytes(gzip.compress(raw)[: len(gzip.compress(raw)) // 2])
-        return out
-    if kind == "metadata count edited":
-        def edit(name: str, data: bytes) -> bytes:
-            if name.endswith("/metadata.json"):
-                meta = json.loads(data)
-                meta["contexts"]["lab-a"]["kinds"]["configmaps"]["count"] = 4
-                return archive_mod.dump_document(meta)
-            return data
-        return rewrite_tar(good, out, edit)
-    raise AssertionError(kind)
-
-
-DAMAGE = {
-    "byte flipped": (CM_FILE, "SHA-256 mismatch"),
-    "file removed": (CM_FILE, "missing from the archive"),
-    "file added": ("contexts/lab-a/extra.json", "not listed in SHA256SUMS"),
-    "truncated": (None, "truncated"),
-    "metadata count edited": ("metadata.json", "SHA-256 mismatch"),
-}
 
 
 @pytest.mark.parametrize("kind", list(DAMAGE))
 def test_damage_is_detected_naming_the_file(kind: str, good: Path, tmp_path: Path) -> None:
-    bad = _damage(kind, good, tmp_path / "bad.tar.gz")
+    bad = damage(kind, good, tmp_path / "bad.tar.gz")
     report = archive_mod.verify(bad, trust=TRUST)
     assert not report.ok
     path, words = DAMAGE[kind]
@@ -151,7 +120,7 @@ def test_not_an_archive(tmp_path: Path) -> None:
 
 
 def test_load_verified_refuses_a_damaged_archive(good: Path, tmp_path: Path) -> None:
-    bad = _damage("byte flipped", good, tmp_path / "bad.tar.gz")
+    bad = damage("byte flipped", good, tmp_path / "bad.tar.gz")
     with pytest.raises(BackupError, match=CM_FILE) as info:
         archive_mod.load_verified(bad, trust=TRUST)
     assert info.value.code == ExitCode.INVALID
@@ -184,7 +153,7 @@ def test_cli_verify_ok_and_json(good: Path, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("kind", list(DAMAGE))
 def test_cli_verify_exit_1_naming_the_file(kind: str, good: Path, tmp_path: Path) -> None:
-    bad = _damage(kind, good, tmp_path / "bad.tar.gz")
+    bad = damage(kind, good, tmp_path / "bad.tar.gz")
     proc = run_cli("verify", bad, "--public-key", public_key_file(tmp_path))
     assert proc.returncode == ExitCode.INVALID, proc.stdout + proc.stderr
     path, words = DAMAGE[kind]
@@ -204,7 +173,7 @@ def test_cli_missing_archive_one_line(tmp_path: Path) -> None:
 
 
 def test_cli_restore_refuses_damaged_archive(good: Path, tmp_path: Path) -> None:
-    bad = _damage("file removed", good, tmp_path / "bad.tar.gz")
+    bad = damage("file removed", good, tmp_path / "bad.tar.gz")
     kubeconfig = tmp_path / "kc.yaml"
     kubeconfig.write_text(json.dumps({
         "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:1"}}],

@@ -15,13 +15,20 @@ import sys
 from pathlib import Path
 
 import pytest
-from backupkit import SCRIPT, SIGNER, TRUST, make_archive, public_key_file, rewrite_tar, run_cli
+from backupkit import (
+    CM_FILE,
+    SCRIPT,
+    SIGNER,
+    TRUST,
+    forge,
+    make_archive,
+    public_key_file,
+    run_cli,
+)
 from fleetcheck.backup import BackupError, ExitCode, signing
 from fleetcheck.backup import archive as archive_mod
 from fleetcheck.backup import suite as kit
 from fleetcheck.backup.suite import archive_text_contains
-
-CM_FILE = "contexts/lab-a/configmaps.json"
 
 
 @pytest.fixture
@@ -29,40 +36,7 @@ def good(tmp_path: Path) -> Path:
     return make_archive(tmp_path / "good.tar.gz")
 
 
-def forge(src: Path, dst: Path, *, signer: signing.Signer | None = None,
-          keep_signature: bool = True, drop_metadata_signer: bool = False) -> Path:
-    """What someone who can rewrite the archive does: edit an object, fix SHA256SUMS (and
-    metadata.json), then keep the old signature, drop it, or re-sign with their own key."""
-    new: dict[str, bytes] = {}
 
-    def edit(name: str, data: bytes) -> bytes | None:
-        rel = name.partition("/")[2]
-        if rel == CM_FILE:
-            doc = json.loads(data)
-            doc["items"][0]["data"]["k"] = "forged"
-            new[rel] = archive_mod.dump_document(doc)
-            return new[rel]
-        if rel == "metadata.json" and (drop_metadata_signer or signer is not None):
-            meta = json.loads(data)
-            meta["signature"] = signer.describe() if signer is not None else None
-            new[rel] = archive_mod.dump_document(meta)
-            return new[rel]
-        if rel == "SHA256SUMS":
-            lines = []
-            for line in data.decode().splitlines():
-                digest, path = line.split("  ", 1)
-                if path in new:
-                    digest = hashlib.sha256(new[path]).hexdigest()
-                lines.append(f"{digest}  {path}")
-            new[rel] = ("\n".join(lines) + "\n").encode()
-            return new[rel]
-        if rel == "SHA256SUMS.sig":
-            if signer is not None:
-                return signer.sign(new["SHA256SUMS"])
-            return data if keep_signature else None
-        return data
-
-    return rewrite_tar(src, dst, edit)
 
 
 def _cli(*args: object) -> tuple[int, str]:

@@ -1,7 +1,7 @@
 """Least privilege: the whole catalogue run as identities that may read almost nothing.
 
 The API servers here are ``http.server`` instances on ports of 127.0.0.1 that the test opened
-itself (the fake servers of ``test_preflight``).  They answer like Kubernetes: ``/version``, API
+itself (the fake servers of ``fakeapi``).  They answer like Kubernetes: ``/version``, API
 discovery, ``/readyz`` and a SelfSubjectReview (user ``viewer``); what the identity may not do
 is refused with a Kubernetes ``Status`` 403 in the RBAC authorizer's words.  A refusal is never a
 finding about the cluster and never a traceback: every check that runs is ``unknown`` (but for
@@ -36,8 +36,8 @@ from typing import Any
 
 import pytest
 import yaml
+from fakeapi import Answer, _Handler, status, url
 from fchelpers import kubeconfig_dict
-from test_preflight import Answer, _Handler, status, url
 
 USER = "viewer"
 VERSION = {"major": "1", "minor": "34", "gitVersion": "v1.34.4", "platform": "linux/amd64"}
@@ -242,7 +242,7 @@ def least_privilege(policy: str) -> Callable[[str, str, Any], Answer]:
 
 
 class _WithBody(_Handler):
-    """``test_preflight``'s handler, also passing the request's JSON body to the answers."""
+    """``fakeapi``'s handler, also passing the request's JSON body to the answers."""
 
     def answers(self, raw: bytes) -> tuple[int, str, str]:
         try:
