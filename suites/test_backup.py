@@ -23,8 +23,7 @@ from fleetcheck import (
     refused,
     waiting,
 )
-from fleetcheck.backup import BackupError, ExitCode
-from fleetcheck.backup import archive as archive_mod
+from fleetcheck.backup import BackupError, ExitCode, verify
 from fleetcheck.backup import export as export_mod
 from fleetcheck.backup import restore as restore_mod
 from fleetcheck.backup import secrets as secrets_mod
@@ -70,7 +69,7 @@ def test_archive(target: Target, probes: ProbeSet, check: CheckInfo, evidence: E
         f"({result.objects / max(result.seconds, 1e-6):.0f} objects/s)\n"
         f"bounds: {backup_settings.max_duration_s:g}s, {backup_settings.max_size_mb:g} MB"))
     leaked = kit.archive_text_contains(result.path, [made.canary_value])
-    report = archive_mod.verify(result.path, trust=backup_workspace.trust)
+    report = verify.verify(result.path, trust=backup_workspace.trust)
     evidence.text("signature", f"{report.signature.label()}\nmanifest SHA-256: "
                                f"{report.manifest_sha256}\n(signed with this run's Ed25519 key, "
                                "held in memory only; verified against its public key)")
@@ -104,7 +103,7 @@ def test_integrity(target: Target, probes: ProbeSet, check: CheckInfo, evidence:
     made = _archive(target, probes, backup_settings, backup_workspace, check)
     problems: list[str] = []
     unmeasured: list[str] = []
-    report = archive_mod.verify(made.result.path, trust=backup_workspace.trust,
+    report = verify.verify(made.result.path, trust=backup_workspace.trust,
                                 keep_documents=True)
     evidence.text("verify (this run's archive)", report.summary() + "".join(
         f"\n  {p}" for p in report.problems))
@@ -124,7 +123,7 @@ def test_integrity(target: Target, probes: ProbeSet, check: CheckInfo, evidence:
     unsigned: list[str] = []
     for path in backup_settings.nightly_archives:
         try:
-            nightly = archive_mod.verify(path, trust=trust, limits=backup_settings.limits())
+            nightly = verify.verify(path, trust=trust, limits=backup_settings.limits())
         except BackupError as exc:
             problems.append(f"nightly archive: {exc}")
             continue
@@ -220,7 +219,7 @@ def test_restore_roundtrip(target: Target, fleet: FleetRun, check: CheckInfo,
                                      f"{target.name}"):
             export_mod.backup([kit.source_of(target)], path, selection, codec,
                               signer=backup_workspace.signer)
-        report = archive_mod.load_verified(path, trust=backup_workspace.trust)
+        report = verify.load_verified(path, trust=backup_workspace.trust)
         archived = kit.archived_namespace_objects(report, target.name, source_ns)
         rows = []
         problems: list[str] = []

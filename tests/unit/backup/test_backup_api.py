@@ -22,8 +22,7 @@ from backupkit import (
     run_cli,
     status,
 )
-from fleetcheck.backup import BackupError, ExitCode, export, restore, secrets
-from fleetcheck.backup import archive as archive_mod
+from fleetcheck.backup import BackupError, ExitCode, export, restore, secrets, verify
 from fleetcheck.backup import suite as kit
 from fleetcheck.backup.api import backup_error, can_i
 from fleetcheck.kube.api import ApiError, Response
@@ -253,7 +252,7 @@ def test_a_refused_restore_names_the_permission(tmp_path: Path, client: Any) -> 
     """The namespace does not exist and the identity may not create one: the dry run says so
     with the command that checks it, and nothing is changed."""
     make_archive(tmp_path / "a.tar.gz", codec=secrets.SecretCodec.new(secrets.generate_key()))
-    report = archive_mod.load_verified(tmp_path / "a.tar.gz", trust=TRUST)
+    report = verify.load_verified(tmp_path / "a.tar.gz", trust=TRUST)
 
     def answers(method: str, path: str, query: dict[str, str]) -> tuple[int, Any]:
         if method == "POST" and path == "/api/v1/namespaces":

@@ -18,7 +18,7 @@ from backupkit import (
     rewrite_tar,
     run_cli,
 )
-from fleetcheck.backup import BackupError, ExitCode
+from fleetcheck.backup import BackupError, ExitCode, verify
 from fleetcheck.backup import archive as archive_mod
 
 
@@ -28,7 +28,7 @@ def good(tmp_path: Path) -> Path:
 
 
 def test_intact_archive_verifies(good: Path) -> None:
-    report = archive_mod.verify(good, trust=TRUST)
+    report = verify.verify(good, trust=TRUST)
     assert report.ok, report.problems
     assert report.objects == 1 + 3 + 1 + 1  # namespace, 3 configmaps, secret, deployment
     assert set(report.metadata["contexts"]) == {"lab-a"}
@@ -40,12 +40,12 @@ def test_intact_archive_verifies(good: Path) -> None:
 def test_directory_archive_and_sha256sum_compatible_manifest(tmp_path: Path) -> None:
     path = make_archive(tmp_path / "dir-archive")
     assert path.is_dir() and (path / "SHA256SUMS").is_file()
-    assert archive_mod.verify(path, trust=TRUST).ok
+    assert verify.verify(path, trust=TRUST).ok
     line = (path / "SHA256SUMS").read_text().splitlines()[0]
     digest, name = line.split("  ", 1)
     assert len(digest) == 64 and (path / name).is_file()
     (path / CM_FILE).write_text("{}")
-    assert any(p.path == CM_FILE for p in archive_mod.verify(path, trust=TRUST).problems)
+    assert any(p.path == CM_FILE for p in verify.verify(path, trust=TRUST).problems)
 
 
 def test_archive_is_private_and_never_overwritten(good: Path) -> None:
@@ -59,7 +59,7 @@ def test_archive_is_private_and_never_overwritten(good: Path) -> None:
 @pytest.mark.parametrize("kind", list(DAMAGE))
 def test_damage_is_detected_naming_the_file(kind: str, good: Path, tmp_path: Path) -> None:
     bad = damage(kind, good, tmp_path / "bad.tar.gz")
-    report = archive_mod.verify(bad, trust=TRUST)
+    report = verify.verify(bad, trust=TRUST)
     assert not report.ok
     path, words = DAMAGE[kind]
     matching = [p for p in report.problems if words in p.message]
@@ -90,7 +90,7 @@ def test_metadata_count_edited_with_manifest_updated_is_still_caught(good: Path,
             return ("\n".join(lines) + "\n").encode()
         return data
 
-    report = archive_mod.verify(rewrite_tar(good, tmp_path / "forged.tar.gz", edit), trust=TRUST)
+    report = verify.verify(rewrite_tar(good, tmp_path / "forged.tar.gz", edit), trust=TRUST)
     assert [str(p) for p in report.problems] == [
         (f"metadata.json: count of {CM_FILE} is 2 but the file holds 3 objects (edited metadata "
          "or file)"),
@@ -101,13 +101,13 @@ def test_metadata_count_edited_with_manifest_updated_is_still_caught(good: Path,
 def test_duplicate_member_is_detected(good: Path, tmp_path: Path) -> None:
     bad = rewrite_tar(good, tmp_path / "dup.tar.gz",
                       lambda n, d: [(n, d), (n, b'{"items": []}')] if n.endswith(CM_FILE) else d)
-    problems = archive_mod.verify(bad, trust=TRUST).problems
+    problems = verify.verify(bad, trust=TRUST).problems
     assert any(p.path == CM_FILE and "twice" in p.message for p in problems)
 
 
 def test_missing_archive_is_a_usage_error(tmp_path: Path) -> None:
     with pytest.raises(BackupError) as info:
-        archive_mod.verify(tmp_path / "nope.tar.gz")
+        verify.verify(tmp_path / "nope.tar.gz")
     assert info.value.code == ExitCode.USAGE and "not found" in str(info.value)
 
 
@@ -115,14 +115,14 @@ def test_not_an_archive(tmp_path: Path) -> None:
     junk = tmp_path / "junk.tar.gz"
     junk.write_bytes(b"this is not gzip" * 10)
     with pytest.raises(BackupError) as info:
-        archive_mod.verify(junk)
+        verify.verify(junk)
     assert info.value.code == ExitCode.INVALID
 
 
 def test_load_verified_refuses_a_damaged_archive(good: Path, tmp_path: Path) -> None:
     bad = damage("byte flipped", good, tmp_path / "bad.tar.gz")
     with pytest.raises(BackupError, match=CM_FILE) as info:
-        archive_mod.load_verified(bad, trust=TRUST)
+        verify.load_verified(bad, trust=TRUST)
     assert info.value.code == ExitCode.INVALID
 
 
@@ -132,7 +132,7 @@ def test_context_names_are_made_safe(tmp_path: Path) -> None:
     assert "/" not in odd and ":" not in odd
     assert odd != archive_mod.context_dir("arn:aws:eks:eu-west-1:1234:cluster_prod")
     path = make_archive(tmp_path / "x.tar.gz", contexts=("viewer@lab-a", "../evil"))
-    report = archive_mod.verify(path, trust=TRUST)
+    report = verify.verify(path, trust=TRUST)
     assert report.ok and set(report.metadata["contexts"]) == {"viewer@lab-a", "../evil"}
     assert all(".." not in i["dir"].split("/") for i in report.metadata["contexts"].values())
 
@@ -148,7 +148,7 @@ def test_cli_verify_ok_and_json(good: Path, tmp_path: Path) -> None:
     assert data["ok"] and data["objects"] == 6
     assert data["signature"]["state"] == "trusted" and data["signature"]["signed"]
     assert data["signature"]["key_fingerprint"] == SIGNER.fingerprint
-    assert data["manifest_sha256"] == archive_mod.verify(good, trust=TRUST).manifest_sha256
+    assert data["manifest_sha256"] == verify.verify(good, trust=TRUST).manifest_sha256
 
 
 @pytest.mark.parametrize("kind", list(DAMAGE))
@@ -199,4 +199,4 @@ def test_cli_help_for_every_subcommand() -> None:
 def test_copy_of_archive_verifies(good: Path, tmp_path: Path) -> None:
     copy = tmp_path / "copy.tar.gz"
     shutil.copy(good, copy)
-    assert archive_mod.verify(copy, trust=TRUST).ok
+    assert verify.verify(copy, trust=TRUST).ok

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 from backupkit import CM, DEPLOY, NS, PLANTED, SIGNER, TRUST, make_archive, make_exports
-from fleetcheck.backup import BackupError, export, restore, secrets
-from fleetcheck.backup import archive as archive_mod
+from fleetcheck.backup import BackupError, export, restore, secrets, verify
 from fleetcheck.backup import diff as diff_mod
 from fleetcheck.backup.kinds import Kind, parse_kinds, restore_rank
 
@@ -111,9 +110,9 @@ def test_rename_namespace() -> None:
                                      "b")["metadata"]["name"] == "b"
 
 
-def _report(tmp_path: Path, codec: secrets.SecretCodec) -> archive_mod.VerifyReport:
+def _report(tmp_path: Path, codec: secrets.SecretCodec) -> verify.VerifyReport:
     make_archive(tmp_path / "a.tar.gz", codec=codec)
-    return archive_mod.load_verified(tmp_path / "a.tar.gz", trust=TRUST)
+    return verify.load_verified(tmp_path / "a.tar.gz", trust=TRUST)
 
 
 def test_restore_plan_order_rename_and_skipped_secrets(tmp_path: Path) -> None:
@@ -148,7 +147,7 @@ def test_choose_source_context(tmp_path: Path) -> None:
     codec = secrets.SecretCodec.new(secrets.generate_key())
     export.write_archive(make_exports(codec, ("lab-a", "lab-b")), tmp_path / "two.tar.gz",
                          export.Selection(), codec, signer=SIGNER)
-    report = archive_mod.load_verified(tmp_path / "two.tar.gz", trust=TRUST)
+    report = verify.load_verified(tmp_path / "two.tar.gz", trust=TRUST)
     assert restore.choose_source_context(report, None, "lab-b") == "lab-b"
     assert restore.choose_source_context(report, "lab-a", "lab-c") == "lab-a"
     with pytest.raises(BackupError, match="--source-context"):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from backupkit import PLANTED, TRUST, make_archive, public_key_file, run_cli
-from fleetcheck.backup import BackupError, ExitCode
+from fleetcheck.backup import BackupError, ExitCode, verify
 from fleetcheck.backup import archive as archive_mod
 from fleetcheck.backup.suite import archive_text_contains
 
@@ -57,7 +57,7 @@ def good(tmp_path: Path) -> Path:
 def test_bomb_member_is_refused_naming_member_and_limit(good: Path, tmp_path: Path) -> None:
     bomb = _with_members(good, tmp_path / "bomb.tar.gz", [("contexts/lab-a/bomb.json", 8 * MIB)])
     assert bomb.stat().st_size < 64 * 1024  # small on disk, 8 MiB decompressed
-    report = archive_mod.verify(bomb, trust=TRUST,
+    report = verify.verify(bomb, trust=TRUST,
                                 limits=archive_mod.Limits(max_member_bytes=1 * MIB))
     assert not report.ok
     (hit,) = [p for p in report.problems if "limit" in p.message]
@@ -74,26 +74,26 @@ def test_total_decompressed_size_is_bounded(good: Path, tmp_path: Path) -> None:
     many = _with_members(good, tmp_path / "many.tar.gz",
                          [(f"junk/{i}.bin", 600 * 1024) for i in range(4)])
     limits = archive_mod.Limits(max_member_bytes=1 * MIB, max_total_bytes=2 * MIB)
-    report = archive_mod.verify(many, trust=TRUST, limits=limits)
+    report = verify.verify(many, trust=TRUST, limits=limits)
     hits = [p for p in report.problems if "total limit" in p.message]
     assert len(hits) == 1 and hits[0].path.startswith("junk/"), report.problems
     assert "--max-total-mb 2" in hits[0].message
     # the same archive within the default limits: the junk is reported, not a limit
-    report = archive_mod.verify(many, trust=TRUST)
+    report = verify.verify(many, trust=TRUST)
     assert not any("limit" in p.message for p in report.problems)
     assert any(p.path == "junk/0.bin" and "not listed" in p.message for p in report.problems)
 
 
 def test_member_count_is_bounded(good: Path, tmp_path: Path) -> None:
     limits = archive_mod.Limits(max_members=3)
-    report = archive_mod.verify(good, trust=TRUST, limits=limits)
+    report = verify.verify(good, trust=TRUST, limits=limits)
     assert any("more than 3 files" in p.message for p in report.problems), report.problems
 
 
 def test_directory_archive_member_limit(tmp_path: Path) -> None:
     path = make_archive(tmp_path / "dir-archive")
     (path / "big.bin").write_bytes(bytes(2 * MIB))
-    report = archive_mod.verify(path, trust=TRUST,
+    report = verify.verify(path, trust=TRUST,
                                 limits=archive_mod.Limits(max_member_bytes=1 * MIB))
     assert any(p.path == "big.bin" and "per-file limit" in p.message for p in report.problems)
 
@@ -104,7 +104,7 @@ def test_verify_streams_instead_of_loading_the_archive(good: Path, tmp_path: Pat
     big = _with_members(good, tmp_path / "big.tar.gz", [("blobs/big.bin", 48 * MIB)])
     tracemalloc.start()
     try:
-        report = archive_mod.verify(big, trust=TRUST)
+        report = verify.verify(big, trust=TRUST)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -148,8 +148,8 @@ def test_oversized_tar_header_is_bounded_too(good: Path, tmp_path: Path) -> None
             if member.name.endswith("/metadata.json"):
                 member.pax_headers = {"comment": "x" * (3 * MIB)}
             tout.addfile(member, tin.extractfile(member) if member.isfile() else None)
-    report = archive_mod.verify(out, trust=TRUST,
+    report = verify.verify(out, trust=TRUST,
                                 limits=archive_mod.Limits(max_member_bytes=1 * MIB))
     assert any(p.path == "(tar headers)" and "outside any file's data" in p.message
                for p in report.problems), report.problems
-    assert archive_mod.verify(out, trust=TRUST).ok  # within the default limits: fine
+    assert verify.verify(out, trust=TRUST).ok  # within the default limits: fine

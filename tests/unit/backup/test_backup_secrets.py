@@ -7,15 +7,14 @@ from pathlib import Path
 
 import pytest
 from backupkit import PLANTED, TRUST, make_archive, run_cli
-from fleetcheck.backup import BackupError, ExitCode
-from fleetcheck.backup import archive as archive_mod
+from fleetcheck.backup import BackupError, ExitCode, verify
 from fleetcheck.backup import secrets as secrets_mod
 from fleetcheck.backup.suite import archive_text_contains
 
 
 def _stored_secret(path: Path) -> dict:
-    report = archive_mod.verify(path, trust=TRUST, keep_documents=True)
-    return next(o for k, o in archive_mod.iter_items(report, "lab-a") if k == "secrets")
+    report = verify.verify(path, trust=TRUST, keep_documents=True)
+    return next(o for k, o in verify.iter_items(report, "lab-a") if k == "secrets")
 
 
 @pytest.mark.parametrize("encrypted", [False, True], ids=["default", "encrypted"])
@@ -65,7 +64,7 @@ def test_codec_for_archive_checks_key_ids(tmp_path: Path) -> None:
     hash_key, enc_key = secrets_mod.generate_key(), secrets_mod.generate_key()
     codec = secrets_mod.SecretCodec.new(hash_key, enc_key, store_values=True)
     path = make_archive(tmp_path / "a.tar.gz", codec=codec)
-    meta = archive_mod.verify(path, trust=TRUST).metadata
+    meta = verify.verify(path, trust=TRUST).metadata
     again = secrets_mod.SecretCodec.for_archive(meta, hash_key, enc_key)
     stored = _stored_secret(path)
     assert stored[secrets_mod.FIELD]["valueHashes"]["password"] == again.value_hash(

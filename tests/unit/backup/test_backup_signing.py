@@ -25,7 +25,7 @@ from backupkit import (
     public_key_file,
     run_cli,
 )
-from fleetcheck.backup import BackupError, ExitCode, signing
+from fleetcheck.backup import BackupError, ExitCode, signing, verify
 from fleetcheck.backup import archive as archive_mod
 from fleetcheck.backup import suite as kit
 from fleetcheck.backup.suite import archive_text_contains
@@ -49,7 +49,7 @@ def test_forged_archive_with_recomputed_checksums_does_not_verify(good: Path,
     """The reported defect, as a user meets it: edit + recompute SHA256SUMS -> exit 1."""
     forged = forge(good, tmp_path / "forged.tar.gz")
     # checksums and counts are consistent: only the signature can tell
-    report = archive_mod.verify(forged, trust=signing.Trust(require_signature=False))
+    report = verify.verify(forged, trust=signing.Trust(require_signature=False))
     assert not any(p.path == CM_FILE for p in report.problems), report.problems
     code, out = _cli("verify", forged)
     assert code == ExitCode.INVALID, out
@@ -62,7 +62,7 @@ def test_forged_and_resigned_with_another_key_is_not_trusted(good: Path, tmp_pat
     mallory = signing.Signer.generate()
     forged = forge(good, tmp_path / "resigned.tar.gz", signer=mallory)
     # internally consistent and validly signed, by the wrong key
-    loose = archive_mod.verify(forged, trust=signing.Trust(require_signature=False))
+    loose = verify.verify(forged, trust=signing.Trust(require_signature=False))
     assert loose.ok and loose.signature.state == "unpinned", loose.problems
     assert "NOT PINNED" in loose.summary()
     for trust_args in (["--public-key", public_key_file(tmp_path)],
@@ -77,21 +77,21 @@ def test_forged_and_resigned_with_another_key_is_not_trusted(good: Path, tmp_pat
 
 def test_forged_with_signature_removed_is_caught(good: Path, tmp_path: Path) -> None:
     stripped = forge(good, tmp_path / "stripped.tar.gz", keep_signature=False)
-    report = archive_mod.verify(stripped, trust=TRUST)
+    report = verify.verify(stripped, trust=TRUST)
     assert [str(p) for p in report.problems] == [
         (f"SHA256SUMS.sig: missing, but metadata.json says the archive was signed by "
         f"{SIGNER.fingerprint} (signature removed?)")]
     # metadata.json rewritten too, to claim the archive was never signed
     unsigned = forge(good, tmp_path / "unsigned.tar.gz", keep_signature=False,
                      drop_metadata_signer=True)
-    report = archive_mod.verify(unsigned, trust=TRUST)
+    report = verify.verify(unsigned, trust=TRUST)
     assert not report.ok
     assert any("UNSIGNED" in p.message and "trusted key was given" in p.message
                for p in report.problems), report.problems
 
 
 def test_good_archive_verifies_with_key_fingerprint_or_digest(good: Path, tmp_path: Path) -> None:
-    report = archive_mod.verify(good, trust=TRUST)
+    report = verify.verify(good, trust=TRUST)
     assert report.ok and report.signature.state == "trusted"
     assert report.metadata["signature"]["key_fingerprint"] == SIGNER.fingerprint
     digest = report.manifest_sha256
@@ -110,14 +110,14 @@ def test_good_archive_verifies_with_key_fingerprint_or_digest(good: Path, tmp_pa
 
 def test_unsigned_archive_fails_unless_allowed_or_digest_pinned(tmp_path: Path) -> None:
     plain = make_archive(tmp_path / "plain.tar.gz", signer=None)
-    report = archive_mod.verify(plain, trust=signing.Trust())
+    report = verify.verify(plain, trust=signing.Trust())
     assert [p.path for p in report.problems] == ["SHA256SUMS.sig"]
     assert report.problems[0].message.startswith("UNSIGNED")
     code, out = _cli("verify", plain)
     assert code == ExitCode.INVALID and "UNSIGNED" in out, out
     code, out = _cli("verify", plain, "--allow-unsigned")
     assert code == 0 and "OK" in out and "UNSIGNED" in out, out
-    digest = archive_mod.verify(plain, trust=signing.Trust(require_signature=False)
+    digest = verify.verify(plain, trust=signing.Trust(require_signature=False)
                                 ).manifest_sha256
     code, out = _cli("verify", plain, "--expect-digest", f"sha256:{digest}", "--json")
     assert code == 0, out
@@ -130,14 +130,14 @@ def test_directory_archive_is_signed_too(tmp_path: Path) -> None:
     path = make_archive(tmp_path / "dir-archive")
     assert (path / "SHA256SUMS.sig").is_file()
     assert (path / "SHA256SUMS.sig").stat().st_mode & 0o077 == 0
-    assert archive_mod.verify(path, trust=TRUST).ok
+    assert verify.verify(path, trust=TRUST).ok
     cm = path / CM_FILE
     cm.write_text(cm.read_text().replace('"k": "0"', '"k": "x"'))
     sums = path / "SHA256SUMS"
     sums.write_text("".join(
         f"{hashlib.sha256((path / p).read_bytes()).hexdigest()}  {p}\n"
         for p in (line.split("  ", 1)[1] for line in sums.read_text().splitlines())))
-    report = archive_mod.verify(path, trust=TRUST)
+    report = verify.verify(path, trust=TRUST)
     assert [p.path for p in report.problems] == ["SHA256SUMS.sig"], report.problems
 
 

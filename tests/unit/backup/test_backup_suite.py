@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 from backupkit import SIGNER, TRUST
-from fleetcheck.backup import archive as archive_mod
-from fleetcheck.backup import export, restore, secrets
+from fleetcheck.backup import export, restore, secrets, verify
 from fleetcheck.backup import suite as kit
 from fleetcheck.backup.kinds import Kind
 from fleetcheck.kube import manifests, namespaces
@@ -74,7 +73,7 @@ def test_restored_copy_keeps_run_labels_and_expiry(tmp_path: Path) -> None:
         exp.kinds.append(kexp)
     path, _, _ = export.write_archive([exp], tmp_path / "rt.tar.gz", export.Selection(), codec,
                                       signer=SIGNER)
-    report = archive_mod.load_verified(path, trust=TRUST)
+    report = verify.load_verified(path, trust=TRUST)
 
     for into in (copy, source):  # the copy on the same cluster, the same name on a peer
         steps, _ = restore.plan(report, "lab-a", source, into, codec)
