@@ -18,7 +18,7 @@ import pytest
 from fleetcheck import CheckInfo, Evidence, FleetRun, Pair, Target, Unknown
 from fleetcheck.kube import traffic as netprobe
 from fleetcheck.kube.workloads import ready_endpoint_ips
-from fleetcheck.mesh import answers, dataplane, discover, istio
+from fleetcheck.mesh import answers, dataplane, discover, istio, istioparse
 
 pytestmark = [pytest.mark.mesh, pytest.mark.workloads]
 
@@ -57,7 +57,7 @@ def test_control_plane(target: Target, fleet: FleetRun, check: CheckInfo, eviden
                     for w in cp.webhooks])
     evidence.table(f"{target.name}: Istio facts", ["fact", "value", "from"], cp.facts_rows())
     if cp.root_pem:
-        subjects = istio.certificate_subjects(cp.root_pem)
+        subjects = istioparse.certificate_subjects(cp.root_pem)
         if subjects:
             evidence.text("root certificate(s)", "\n".join(subjects))
     problems = cp.deployment_problems(selector) + cp.webhook_problems()
@@ -100,7 +100,7 @@ def _fleet_problems(me: str, planes: dict[str, istio.ControlPlane]) -> list[str]
     mine = planes[me]
     roots = {n: p.root_fingerprints for n, p in planes.items() if p.root_fingerprints}
     if mine.root_fingerprints and len(roots) > 1:
-        common, holders = istio.majority(roots)
+        common, holders = istioparse.majority(roots)
         others = {n: fp for n, fp in roots.items() if fp != mine.root_fingerprints}
         if common is None and others:
             problems.append(
@@ -114,7 +114,7 @@ def _fleet_problems(me: str, planes: dict[str, istio.ControlPlane]) -> list[str]
                 f"{', '.join(common)} (mTLS between them fails)")
     ids = {n: p.mesh_id for n, p in planes.items()}
     if len(ids) > 1:
-        common_id, holders = istio.majority(ids)
+        common_id, holders = istioparse.majority(ids)
         if common_id is not None and common_id != mine.mesh_id:
             problems.append(f"mesh ID {mine.mesh_id or '(not set)'!r} differs from "
                             f"{common_id or '(not set)'!r} of {', '.join(holders)}")
@@ -152,16 +152,16 @@ def test_remote_clusters(target: Target, fleet: FleetRun, check: CheckInfo, evid
     istiod = istio.Istiod(fleet.probes(target.name), expectations)
     timeout = float(_settings(expectations)["propagation_timeout_s"])
 
-    def read() -> dict[str, list[istio.RemoteCluster]]:
-        return {pod: istio.parse_clusterz(data)
+    def read() -> dict[str, list[istioparse.RemoteCluster]]:
+        return {pod: istioparse.parse_clusterz(data)
                 for pod, data in istiod.each("debug/clusterz").items()}
 
-    def problems_of(seen: dict[str, list[istio.RemoteCluster]]) -> list[str]:
+    def problems_of(seen: dict[str, list[istioparse.RemoteCluster]]) -> list[str]:
         out = []
         for pod, clusters in sorted(seen.items()):
             by_id = {c.id: c for c in clusters}
             listing = ", ".join(c.describe() for c in clusters) or "nothing"
-            config = istio.config_cluster(clusters)
+            config = istioparse.config_cluster(clusters)
             if config is not None and not config.synced:
                 out.append(f"istiod {pod}: its own cluster {config.id} is {config.status}")
             for peer in peers:
@@ -217,7 +217,7 @@ def _links_read_the_right_clusters(target: Target, fleet: FleetRun, check: Check
         except Exception as exc:  # noqa: BLE001 - that peer is then not compared
             evidence.text(f"{context}: API server endpoints not read", str(exc)[:300])
     try:
-        shards = {pod: istio.parse_shards(data, host, "default")
+        shards = {pod: istioparse.parse_shards(data, host, "default")
                   for pod, data in istiod.each("debug/endpointShardz").items()}
     except (TypeError, ValueError) as exc:
         raise Unknown(f"{target.name}: istiod's debug/endpointShardz is not what Istio "
@@ -284,13 +284,13 @@ def test_proxies_synced(target: Target, fleet: FleetRun, check: CheckInfo, evide
     istiod = istio.Istiod(probes, expectations)
     timeout = float(_settings(expectations)["propagation_timeout_s"])
 
-    def read() -> dict[str, istio.ProxySync]:
-        merged: dict[str, istio.ProxySync] = {}
+    def read() -> dict[str, istioparse.ProxySync]:
+        merged: dict[str, istioparse.ProxySync] = {}
         for pod, data in istiod.each(f"debug/syncz?namespace={here.namespace}").items():
-            merged.update(istio.parse_syncz(data, pod))
+            merged.update(istioparse.parse_syncz(data, pod))
         return merged
 
-    def problems_of(seen: dict[str, istio.ProxySync]) -> list[str]:
+    def problems_of(seen: dict[str, istioparse.ProxySync]) -> list[str]:
         out = [f"echo pod {pod}.{here.namespace}: {why}" for pod, why in sorted(without.items())]
         for proxy in ids:
             sync = seen.get(proxy)

@@ -21,7 +21,7 @@ from fchelpers import kubeconfig_dict
 from fleetcheck import mesh
 from fleetcheck.kube.api import Response
 from fleetcheck.kube.traffic import Request
-from fleetcheck.mesh import answers, dataplane, discover
+from fleetcheck.mesh import answers, dataplane, discover, istioparse
 from fleetcheck.mesh import istio as meshistio
 from fleetcheck.run.expectations import Expectations, ExpectationsError
 
@@ -179,14 +179,14 @@ CLUSTERZ = json.loads(
 
 
 def test_parse_clusterz() -> None:
-    clusters = meshistio.parse_clusterz(CLUSTERZ)
+    clusters = istioparse.parse_clusterz(CLUSTERZ)
     assert [c.id for c in clusters] == ["lab-a", "lab-b", "lab-c"]
-    assert meshistio.config_cluster(clusters) == meshistio.RemoteCluster("lab-a", "", "synced")
+    assert istioparse.config_cluster(clusters) == istioparse.RemoteCluster("lab-a", "", "synced")
     assert clusters[1].synced and not clusters[2].synced
     assert clusters[2].describe() == (
         "lab-c [secret istio-system/istio-remote-secret-lab-c, timeout]")
     with pytest.raises(TypeError):
-        meshistio.parse_clusterz({"id": "x"})
+        istioparse.parse_clusterz({"id": "x"})
 
 
 def _syncz_entry(proxy: str, acked: dict[str, str], error: str = "") -> dict[str, Any]:
@@ -217,7 +217,7 @@ def test_parse_syncz_states_as_proxy_status() -> None:
     data = [_syncz_entry("fc-mesh-probe.ns", {}),
             _syncz_entry("fc-mesh-echo-1.ns", {"EDS": "nonce-old"}),
             _syncz_entry("bad.ns", {}, error="NACK: invalid route")]
-    seen = meshistio.parse_syncz(data, "istiod-1")
+    seen = istioparse.parse_syncz(data, "istiod-1")
     ok = seen["fc-mesh-probe.ns"]
     assert ok.types == {"CDS": "SYNCED", "LDS": "SYNCED", "EDS": "SYNCED", "RDS": "SYNCED",
                         "ECDS": "NOT SENT"}
@@ -229,10 +229,10 @@ def test_parse_syncz_states_as_proxy_status() -> None:
 def test_parse_syncz_legacy_fields() -> None:
     data = [{"proxy": "p.ns", "cluster_sent": "1", "cluster_acked": "1", "listener_sent": "2",
              "listener_acked": "1"}]
-    sync = meshistio.parse_syncz(data)["p.ns"]
+    sync = istioparse.parse_syncz(data)["p.ns"]
     assert sync.types == {"CDS": "SYNCED", "LDS": "STALE"}
     assert sync.problems() == ["LDS STALE", "EDS never requested", "RDS never requested"]
-    assert meshistio.xds_status("", "") == "NOT SENT"
+    assert istioparse.xds_status("", "") == "NOT SENT"
 
 
 def _pem(der: bytes) -> str:
@@ -243,19 +243,19 @@ def _pem(der: bytes) -> str:
 
 def test_fingerprints_of_a_bundle() -> None:
     a, b = b"\x30\x03certificate-a", b"\x30\x03certificate-b"
-    fps = meshistio.fingerprints(_pem(a) + _pem(b))
+    fps = istioparse.fingerprints(_pem(a) + _pem(b))
     want = hashlib.sha256(a).hexdigest().upper()
     assert fps[0] == ":".join(want[i:i + 2] for i in range(0, 64, 2))
     assert len(fps) == 2 and fps[0] != fps[1]
     with pytest.raises(ValueError):
-        meshistio.fingerprints("not a certificate")
+        istioparse.fingerprints("not a certificate")
 
 
 def test_majority() -> None:
-    assert meshistio.majority({"a": 1, "b": 1, "c": 2}) == (1, ["a", "b"])
-    assert meshistio.majority({"a": 1, "b": 2}) == (None, [])
-    assert meshistio.majority({"a": 1}) == (1, ["a"])
-    assert meshistio.majority({"a": ("x",), "b": ("x",), "c": ("y",), "d": ("y",)}) == (None, [])
+    assert istioparse.majority({"a": 1, "b": 1, "c": 2}) == (1, ["a", "b"])
+    assert istioparse.majority({"a": 1, "b": 2}) == (None, [])
+    assert istioparse.majority({"a": 1}) == (1, ["a"])
+    assert istioparse.majority({"a": ("x",), "b": ("x",), "c": ("y",), "d": ("y",)}) == (None, [])
 
 
 def _plane(name: str, root: str, mesh_id: str = "fleetcheck-lab",
@@ -289,12 +289,12 @@ def test_fleet_root_of_trust_and_names() -> None:
 
 def test_mesh_config_and_injector_values() -> None:
     text = "trustDomain: cluster.local\ndefaultConfig:\n  meshId: fleetcheck-lab\n"
-    assert meshistio.parse_mesh_config(text) == {"mesh_id": "fleetcheck-lab",
+    assert istioparse.parse_mesh_config(text) == {"mesh_id": "fleetcheck-lab",
                                                  "trust_domain": "cluster.local"}
-    assert meshistio.parse_mesh_config("") == {"mesh_id": "", "trust_domain": ""}
+    assert istioparse.parse_mesh_config("") == {"mesh_id": "", "trust_domain": ""}
     values = json.dumps({"global": {"network": "lab-net",
                                     "multiCluster": {"clusterName": "lab-a"}}})
-    assert meshistio.parse_injector_values(values) == {"network": "lab-net",
+    assert istioparse.parse_injector_values(values) == {"network": "lab-net",
                                                        "cluster_name": "lab-a"}
 
 
@@ -306,7 +306,7 @@ def test_injector_webhooks_and_problems() -> None:
         {"name": "rev.object.sidecar-injector.istio.io",
          "clientConfig": {"service": {"namespace": "istio-system", "name": "istiod"}}}]},
         {"metadata": {"name": "other"}, "webhooks": [{"name": "x.example.com"}]}]
-    rows = meshistio.injector_webhooks(configs)
+    rows = istioparse.injector_webhooks(configs)
     assert [r["ca_bundle"] for r in rows] == [True, False]
     plane = _plane("lab-a", "AA")
     plane.webhooks = rows
@@ -637,7 +637,7 @@ def test_read_control_plane(monkeypatch: pytest.MonkeyPatch) -> None:
     assert (cp.cluster_name, cp.mesh_id, cp.trust_domain, cp.network) == (
         "lab-a", "fleetcheck-lab", "cluster.local", "lab-net")
     assert cp.network_source == "ConfigMap istio-sidecar-injector: values.global.network"
-    assert cp.root_fingerprints == tuple(meshistio.fingerprints(root))
+    assert cp.root_fingerprints == tuple(istioparse.fingerprints(root))
     assert cp.versions == {"istiod-1": "1.31-dev"}
     assert cp.deployment_problems("app=istiod") == []
     assert "sidecars are not injected" in cp.webhook_problems()[0]
@@ -658,11 +658,11 @@ def test_parse_shards_groups_addresses_by_istio_cluster() -> None:
         "Kubernetes/lab-a": [{"Addresses": ["10.200.1.10"], "EndpointPort": 6443}],
         "Kubernetes/lab-b": [{"Addresses": ["10.200.2.10"]}, {"Addresses": ["10.200.2.11"]}],
     }}}}
-    shards = meshistio.parse_shards(data, "kubernetes.default.svc.cluster.local", "default")
+    shards = istioparse.parse_shards(data, "kubernetes.default.svc.cluster.local", "default")
     assert shards == {"lab-a": {"10.200.1.10"}, "lab-b": {"10.200.2.10", "10.200.2.11"}}
-    assert meshistio.parse_shards(data, "other.svc.cluster.local", "default") == {}
+    assert istioparse.parse_shards(data, "other.svc.cluster.local", "default") == {}
     with pytest.raises(TypeError):
-        meshistio.parse_shards([], "x", "y")
+        istioparse.parse_shards([], "x", "y")
 
 
 # --- a refused request is unknown, never a traceback -------------------------------------------
