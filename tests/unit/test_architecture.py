@@ -256,6 +256,28 @@ def test_modules_over_500_lines_say_why() -> None:
         ", ".join(long)
 
 
+def raw_requests(root: Path, allowed: set[str]) -> list[str]:
+    """Calls of the ApiClient's request plumbing (``param_serialize``, ``call_api``) outside
+    ``allowed`` modules: every raw request goes through one API layer."""
+    out = []
+    for module, path in modules(root).items():
+        if module in allowed:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                    and node.func.attr in ("param_serialize", "call_api")):
+                out.append(f"{module} line {node.lineno}: {node.func.attr}")
+    return out
+
+
+#: kube.api makes the requests; core.targets' client subclass only adds default timeouts
+RAW_REQUESTS_ALLOWED = {"fleetcheck.kube.api", "fleetcheck.core.targets"}
+
+
+def test_every_raw_request_goes_through_the_api_layer() -> None:
+    assert not raw_requests(PACKAGE, RAW_REQUESTS_ALLOWED)
+
+
 # --- the checker can fail ----------------------------------------------------------------------------
 
 def _tree(tmp_path: Path, files: Mapping[str, str]) -> Path:
@@ -289,6 +311,15 @@ def test_going_up_a_layer_and_across_domains_are_found(tmp_path: Path) -> None:
     assert any("core (layer 0) imports plugin (layer 5)" in v for v in found), found
     assert any("domain mesh imports domain federation" in v for v in found), found
     assert len(found) == 2, found  # plugin -> mesh and federation -> kube go down: fine
+
+
+def test_a_raw_request_elsewhere_is_found(tmp_path: Path) -> None:
+    root = _tree(tmp_path, {
+        "kube/api.py": "def request(c):\n    return c.call_api('GET', '/x')\n",
+        "drift/read.py": "def get(c):\n    m = c.param_serialize(method='GET')\n",
+    })
+    assert raw_requests(root, {"fleetcheck.kube.api"}) == [
+        "fleetcheck.drift.read line 2: param_serialize"]
 
 
 def test_a_suite_importing_another_domain_is_found(tmp_path: Path) -> None:
