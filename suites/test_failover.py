@@ -19,6 +19,7 @@ from fleetcheck.failover import drain as nodedrain
 from fleetcheck.federation import failover as fedfailover
 from fleetcheck.federation import karmada
 from fleetcheck.federation import probe as fedprobe
+from fleetcheck.kube.traffic import Traffic
 from kubernetes.client.exceptions import ApiException
 
 
@@ -77,7 +78,7 @@ def _node_drain(target: Target, probes: ProbeSet, fleet: FleetRun, check: CheckI
                   f"{nodedrain.DRAIN}, not the probe pod (on {probe_node})")
 
     url = f"http://{service_ip}:{nodedrain.SERVICE_PORT}/"
-    loop = nodedrain.RequestLoop(probes, url, max_s=baseline_s + timeout_s + 60)
+    loop = nodedrain.request_loop(probes, url, max_s=baseline_s + timeout_s + 60)
     cordon = nodedrain.Cordon(probes, node, fleet, check.id)
     evictions: list[list[str]] = []
     timings: list[list[str]] = []
@@ -114,7 +115,7 @@ def _node_drain(target: Target, probes: ProbeSet, fleet: FleetRun, check: CheckI
                       else f"node {node} is left cordoned: {cordon.error}")
 
     try:
-        traffic: nodedrain.Traffic | None = loop.traffic()
+        traffic: Traffic | None = loop.traffic()
     except Unknown as exc:
         traffic, no_traffic = None, str(exc)
     if traffic is not None:
@@ -155,7 +156,7 @@ def _node_drain(target: Target, probes: ProbeSet, fleet: FleetRun, check: CheckI
     )
 
 
-def _traffic_evidence(evidence: Evidence, traffic: nodedrain.Traffic, url: str,
+def _traffic_evidence(evidence: Evidence, traffic: Traffic, url: str,
                       cordon_at: float | None, settled_at: float | None) -> None:
     pause, pause_from, pause_to = traffic.longest_pause()
     rows = []

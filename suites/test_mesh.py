@@ -482,9 +482,9 @@ def test_failover(target: Target, fleet: FleetRun, check: CheckInfo, evidence: E
     adapter = discover.adapter(discover.detection(fleet, victim).key)
     assert adapter is not None  # (a context of the same, measurable mesh)
     namespace = sites[victim].namespace
-    loop = answers.RequestLoop(sites[target.name].probe, url,
-                            max_s=2 + ready_timeout + watch + rto_bound + 30,
-                            timeout_s=float(cfg["request_timeout_s"]))
+    loop = answers.request_loop(sites[target.name].probe, url,
+                                max_s=2 + ready_timeout + watch + rto_bound + 30,
+                                timeout_s=float(cfg["request_timeout_s"]))
     restored: dict[str, object] = {"done": False, "error": None}
     scaled = None
 

@@ -36,14 +36,14 @@ TOP_MAY_IMPORT = {"core", "kube", "run"}
 NO_PYTEST = {"core", "kube", "run"}
 #: the domain packages each suite may import besides ``fleetcheck``: connectivity and DNS have
 #: no domain of their own, their traffic patterns and echo server are cluster plumbing (kube),
-#: which the mesh checks measure with too; the failover suite's checks are of two domains
-#: (node drain, and Karmada's cluster failover)
+#: which the mesh and failover checks measure with too; the failover suite's checks are of two
+#: domains (node drain, and Karmada's cluster failover)
 SUITE_DOMAINS: dict[str, set[str]] = {
     "test_backup": {"backup"},
     "test_connectivity": {"kube"},
     "test_consistency": {"drift"},
     "test_dns": {"kube"},
-    "test_failover": {"failover", "federation"},
+    "test_failover": {"failover", "federation", "kube"},
     "test_federation": {"federation"},
     "test_mesh": {"mesh", "kube"},
     "test_rbac": {"rbac"},

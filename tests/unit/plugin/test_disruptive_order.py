@@ -10,7 +10,7 @@ import yaml
 from fchelpers import kubeconfig_dict
 from fleetcheck.failover import drain as nodedrain
 from fleetcheck.failover.drain import NodeState, Placement
-from fleetcheck.kube.traffic import Request, Traffic
+from fleetcheck.kube.traffic import Request, Traffic, parse_requests
 
 PLUGIN = ("-p", "fleetcheck.plugin")
 
@@ -100,7 +100,7 @@ def test_requests_and_longest_pause() -> None:
              "R 100.24 101.30 1 -", "R 101.40 101.41 0 -",  # no pod: not an answer
              "R 101.51 101.52 0 fc-drain-c", "R 101.62 101.63 0 fc-drain-c"]
     out = "\n".join(lines)
-    requests = nodedrain.parse_requests(out)
+    requests = parse_requests(out)
     assert [r.ok for r in requests] == [True, True, False, False, True, True]
     traffic = Traffic(requests)
     assert traffic.ok == 4 and len(traffic.failed) == 2
