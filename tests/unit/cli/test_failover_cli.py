@@ -13,6 +13,7 @@ import pytest
 import urllib3
 from fleetcheck.cli import failover as fo
 from fleetcheck.federation import karmada
+from fleetcheck.federation import placement as placement_mod
 from fleetcheck.kube.api import ApiError, request
 from kubernetes.client.exceptions import ApiException
 
@@ -93,13 +94,13 @@ def test_parser_verbs_and_defaults() -> None:
 
 
 @pytest.mark.parametrize("text, expected", [
-    ("shop/deployment/web", fo.Workload("shop", "deployment", "web")),
-    ("shop/Deployment/web", fo.Workload("shop", "deployment", "web")),
-    ("shop/deploy/web", fo.Workload("shop", "deployment", "web")),
-    ("shop/deployments.apps/web", fo.Workload("shop", "deployment", "web")),
-    ("clusterrole/view", fo.Workload("", "clusterrole", "view")),
+    ("shop/deployment/web", placement_mod.Workload("shop", "deployment", "web")),
+    ("shop/Deployment/web", placement_mod.Workload("shop", "deployment", "web")),
+    ("shop/deploy/web", placement_mod.Workload("shop", "deployment", "web")),
+    ("shop/deployments.apps/web", placement_mod.Workload("shop", "deployment", "web")),
+    ("clusterrole/view", placement_mod.Workload("", "clusterrole", "view")),
 ])
-def test_parse_workload(text: str, expected: fo.Workload) -> None:
+def test_parse_workload(text: str, expected: placement_mod.Workload) -> None:
     assert fo.parse_workload(text) == expected
 
 
@@ -113,12 +114,12 @@ def test_parse_workload_rejects(text: str) -> None:
 
 def test_tolerations() -> None:
     taint = {"key": "k", "value": "v", "effect": "NoExecute"}
-    assert fo.tolerated(taint, [{"key": "k", "operator": "Exists"}])
-    assert fo.tolerated(taint, [{"key": "k", "value": "v", "effect": "NoExecute"}])
-    assert fo.tolerated(taint, [{"operator": "Exists"}])
-    assert not fo.tolerated(taint, [{"key": "k", "value": "x"}])
-    assert not fo.tolerated(taint, [{"key": "k", "operator": "Exists", "effect": "NoSchedule"}])
-    assert not fo.tolerated(taint, [])
+    assert placement_mod.tolerated(taint, [{"key": "k", "operator": "Exists"}])
+    assert placement_mod.tolerated(taint, [{"key": "k", "value": "v", "effect": "NoExecute"}])
+    assert placement_mod.tolerated(taint, [{"operator": "Exists"}])
+    assert not placement_mod.tolerated(taint, [{"key": "k", "value": "x"}])
+    assert not placement_mod.tolerated(taint, [{"key": "k", "operator": "Exists", "effect": "NoSchedule"}])
+    assert not placement_mod.tolerated(taint, [])
 
 
 def test_candidates_need_ready_untainted_and_allowed() -> None:
@@ -127,26 +128,26 @@ def test_candidates_need_ready_untainted_and_allowed() -> None:
                 cluster("lab-d", taints=[{"key": "y", "effect": "PreferNoSchedule"}]),
                 cluster("lab-e")]
     rb = binding("ns", "Deployment", "web", [("lab-a", 0)])
-    assert fo.candidates(rb, clusters, "lab-a") == ["lab-d", "lab-e"]
+    assert placement_mod.candidates(rb, clusters, "lab-a") == ["lab-d", "lab-e"]
     rb = binding("ns", "Deployment", "web", [("lab-a", 0)], affinity=["lab-a", "lab-b", "lab-c"])
-    assert fo.candidates(rb, clusters, "lab-a") == []
+    assert placement_mod.candidates(rb, clusters, "lab-a") == []
     rb = binding("ns", "Deployment", "web", [("lab-a", 0)], affinity=["lab-a", "lab-c"],
                  tolerations=[{"key": "x", "operator": "Exists"}])
-    assert fo.candidates(rb, clusters, "lab-a") == ["lab-c"]
+    assert placement_mod.candidates(rb, clusters, "lab-a") == ["lab-c"]
 
 
 def test_placement_label_selector_and_affinity_groups() -> None:
     east = cluster("east", labels={"region": "east"})
     west = cluster("west", labels={"region": "west"})
     placement = {"clusterAffinity": {"labelSelector": {"matchLabels": {"region": "east"}}}}
-    assert fo.placement_allows(placement, east) and not fo.placement_allows(placement, west)
+    assert placement_mod.placement_allows(placement, east) and not placement_mod.placement_allows(placement, west)
     placement = {"clusterAffinity": {"labelSelector": {"matchExpressions": [
         {"key": "region", "operator": "NotIn", "values": ["east"]}]}, "exclude": ["west"]}}
-    assert not fo.placement_allows(placement, east)
-    assert not fo.placement_allows(placement, west)
+    assert not placement_mod.placement_allows(placement, east)
+    assert not placement_mod.placement_allows(placement, west)
     placement = {"clusterAffinities": [{"affinityName": "a", "clusterNames": ["east"]},
                                        {"affinityName": "b", "clusterNames": ["west"]}]}
-    assert fo.placement_allows(placement, east) and fo.placement_allows(placement, west)
+    assert placement_mod.placement_allows(placement, east) and placement_mod.placement_allows(placement, west)
 
 
 def test_drain_plan_moves_stuck_staying() -> None:
@@ -197,7 +198,7 @@ def status_data() -> dict:
     bindings = [binding("shop", "Deployment", "web", [("lab-a", 2), ("lab-c", 1)], divided=True),
                 binding("shop", "ConfigMap", "cfg", [("lab-a", 0)], evicting=["lab-b"])]
     return {"context": "karmada", "clusters": [karmada.cluster_row(c) for c in clusters],
-            "workloads": sorted((fo.workload_row(b) for b in bindings),
+            "workloads": sorted((placement_mod.workload_row(b) for b in bindings),
                                 key=lambda w: w["workload"])}
 
 
@@ -704,7 +705,7 @@ def test_api_enablement_and_eviction_in_progress() -> None:
      "spec.placement.workloadAffinity.preferredAffinity"),
 ])
 def test_placement_fields_not_understood_are_named(placement: dict, field: str) -> None:
-    assert fo.not_understood(placement) == field
+    assert placement_mod.not_understood(placement) == field
     row = plan_of(placement, CLUSTERS)
     assert (row["where"], row["field"]) == ("undecided", field)
 
@@ -728,12 +729,12 @@ def test_every_placement_field_of_karmada_1_18_is_understood() -> None:
                                                         "weight": 1}]}},
         "workloadAffinity": {"affinity": {"groupByLabelKey": "g"},
                              "antiAffinity": {"groupByLabelKey": "h"}}}
-    assert fo.not_understood(placement) is None
+    assert placement_mod.not_understood(placement) is None
     terms = {"clusterAffinities": [{"affinityName": "a", "clusterNames": ["a"],
                                     "overflowAffinities": [{"affinityName": "b",
                                                             "clusterNames": ["b"]}]}]}
-    assert fo.not_understood(terms) is None
-    assert fo.PLACEMENT_FIELDS == {"clusterAffinity", "clusterAffinities", "clusterTolerations",
+    assert placement_mod.not_understood(terms) is None
+    assert placement_mod.PLACEMENT_FIELDS == {"clusterAffinity", "clusterAffinities", "clusterTolerations",
                                    "spreadConstraints", "replicaScheduling", "workloadAffinity"}
 
 
