@@ -29,6 +29,7 @@ from backupkit import public_key_file, run_cli
 from fclab import CLUSTERS, LAB_IMAGES, core, pytest_cmd, wait_run_gone
 from fleetcheck.backup import ExitCode, signing
 from fleetcheck.backup import suite as kit
+from fleetcheck.backup import verify as verify_mod
 from fleetcheck.backup.suite import archive_text_contains
 from fleetcheck.core import kubeconfig as kubeconfig_mod
 from fleetcheck.core.targets import build_api_client
@@ -115,7 +116,7 @@ def test_backup_verify_against_restore_and_conflict(tmp_path: Path, sample: tupl
     proc = run_cli("verify", archive)  # nothing trusted given: not proven authentic
     assert proc.returncode == ExitCode.INVALID and "not pinned" in proc.stdout, proc.stdout
     trust = signing.Trust.of(public_keys=[pub])
-    meta = kit.archive_mod.verify(archive, trust=trust).metadata
+    meta = verify_mod.verify(archive, trust=trust).metadata
     assert meta["contexts"]["lab-a"]["server_version"].startswith("v1.")
     assert meta["contexts"]["lab-a"]["kinds"]["deployments.apps"]["count"] == 1
     assert meta["contexts"]["lab-b"]["kinds"]["deployments.apps"]["count"] == 0
